@@ -1,0 +1,1 @@
+"""Backbone adapters: one module per model family, registered by name."""

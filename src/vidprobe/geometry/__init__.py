@@ -259,5 +259,6 @@ def _registration(src, dst, weights, with_scale):
 
 def apply_sim3(sim: Sim3, points: torch.Tensor) -> torch.Tensor:
     """Apply ``sim`` to ``points [..., N, 3]`` (leading dims match the transform)."""
-    R = sim.rotation[..., None, :, :]
-    return sim.scale[..., None, None] * (R @ points[..., None])[..., 0] + sim.translation[..., None, :]
+    # one [N,3] x [3,3] product per transform (a batched 3x3 @ 3x1 per point is ~30x slower)
+    rotated = points @ sim.rotation.transpose(-1, -2)
+    return sim.scale[..., None, None] * rotated + sim.translation[..., None, :]

@@ -1,0 +1,137 @@
+"""Which frames of a video form one training / evaluation sample.
+
+The reference rule: frame 0 plus 3 more frames, pairwise at least 5 frames
+apart, all within the first 76 frames, each snapped to ``1 + 4k`` so that it
+is the first frame of its latent group in a 4x temporal VAE (frame 0 is a
+latent group of its own). Validation draws with a fixed seed per scene.
+
+:class:`FrameSampler` draws *uniformly* among all frame sets that satisfy the
+constraints (exact counting by dynamic programming, no rejection loop), so a
+draw never fails when a valid set exists and always fails, with a clear
+error, when none does.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import random
+from dataclasses import dataclass
+
+__all__ = ["FrameSampler", "SamplingError", "stable_seed"]
+
+
+class SamplingError(ValueError):
+    """The video is too short (or the sampler misconfigured) to satisfy the constraints."""
+
+
+def stable_seed(*parts: object) -> int:
+    """A 64-bit seed from ``parts`` that is the same in every process (unlike ``hash()``)."""
+    h = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(h[:8], "little")
+
+
+@dataclass(frozen=True)
+class FrameSampler:
+    """Draw ``num_frames`` sorted frame indices of a video.
+
+    * ``include_first``: frame 0 is always the first frame (the reference frame).
+    * all frames lie in ``[0, min(max_frame, video_len))`` (``max_frame=None``: no limit);
+    * every pair is at least ``min_gap`` frames apart;
+    * every frame is ``0`` or ``1 + snap*k`` (``snap=1``: any frame).
+    """
+
+    num_frames: int = 4
+    min_gap: int = 5
+    max_frame: int | None = 76
+    snap: int = 4
+    include_first: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num_frames < 1:
+            raise SamplingError(f"FrameSampler: num_frames must be >= 1, got {self.num_frames}")
+        if self.min_gap < 1:
+            raise SamplingError(f"FrameSampler: min_gap must be >= 1, got {self.min_gap}")
+        if self.snap < 1:
+            raise SamplingError(f"FrameSampler: snap must be >= 1, got {self.snap}")
+        if self.max_frame is not None and self.max_frame < 1:
+            raise SamplingError(f"FrameSampler: max_frame must be >= 1, got {self.max_frame}")
+
+    def limit(self, video_len: int) -> int:
+        """Frames are drawn from ``[0, limit)``."""
+        return video_len if self.max_frame is None else min(self.max_frame, video_len)
+
+    def candidates(self, video_len: int) -> list[int]:
+        """Every frame that may be chosen (frame 0 and the ``1 + snap*k`` grid below the limit)."""
+        lim = self.limit(video_len)
+        return [f for f in range(lim) if f == 0 or (f - 1) % self.snap == 0]
+
+    def min_video_len(self) -> int:
+        """The shortest video this sampler can draw from (the earliest valid choice, plus one)."""
+        chosen = [0]
+        while len(chosen) < self.num_frames:
+            f = chosen[-1] + self.min_gap
+            while (f - 1) % self.snap != 0:
+                f += 1
+            chosen.append(f)
+        return chosen[-1] + 1
+
+    def _too_short(self, video_len: int) -> SamplingError:
+        need = self.min_video_len()
+        lim = self.limit(video_len)
+        why = f"a video of {video_len} frames" if video_len < need else f"max_frame={self.max_frame}"
+        return SamplingError(
+            f"cannot draw frames from {why}: {self!r} needs {self.num_frames} frames"
+            f"{' (frame 0 included)' if self.include_first else ''} pairwise >= {self.min_gap} apart"
+            f"{f', snapped to 1+{self.snap}k' if self.snap > 1 else ''}, within [0, {lim}); "
+            f"that takes at least {need} frames (video length and max_frame both >= {need})"
+        )
+
+    def sample(self, video_len: int, rng: random.Random | int) -> list[int]:
+        """A uniformly random valid frame set, sorted. ``rng`` is a ``random.Random`` or a seed."""
+        if video_len < 1:
+            raise SamplingError(f"video_len must be >= 1, got {video_len}")
+        if not isinstance(rng, random.Random):
+            rng = random.Random(rng)
+        cands = self.candidates(video_len)
+        if self.include_first:
+            fixed = [0]
+            pool = [c for c in cands if c >= self.min_gap]
+            m = self.num_frames - 1
+        else:
+            fixed = []
+            pool = cands
+            m = self.num_frames
+        if m == 0:
+            return fixed
+        n = len(pool)
+        # nxt[i]: first pool index whose frame is >= pool[i] + min_gap
+        nxt = [bisect.bisect_left(pool, pool[i] + self.min_gap) for i in range(n)]
+        # suffix[j][i] = number of valid chains of length j whose first element has index >= i
+        suffix = [[0] * (n + 1) for _ in range(m + 1)]
+        for i in range(n - 1, -1, -1):
+            suffix[1][i] = suffix[1][i + 1] + 1
+        for j in range(2, m + 1):
+            for i in range(n - 1, -1, -1):
+                suffix[j][i] = suffix[j][i + 1] + suffix[j - 1][nxt[i]]
+        if n == 0 or suffix[m][0] == 0:
+            raise self._too_short(video_len)
+        out = list(fixed)
+        start = 0
+        for j in range(m, 0, -1):
+            # choose index i >= start with weight chains(i, j) = suffix[j-1][nxt[i]] (1 when j == 1)
+            r = rng.randrange(suffix[j][start])
+            i = start
+            while True:
+                w = 1 if j == 1 else suffix[j - 1][nxt[i]]
+                if r < w:
+                    break
+                r -= w
+                i += 1
+            out.append(pool[i])
+            start = nxt[i]
+        return out
+
+    def eval_frames(self, video_id: str, video_len: int, seed: int = 0) -> list[int]:
+        """The fixed validation draw of a scene: deterministic in ``(video_id, seed)`` across processes."""
+        return self.sample(video_len, random.Random(stable_seed("vidprobe.eval_frames", seed, video_id)))

@@ -1,0 +1,293 @@
+"""CogVideoX (2B, 5B, 5B-I2V) and Aether (CogVideoX-5B fine-tuned for 3D) through diffusers.
+
+Components: ``CogVideoXTransformer3DModel`` (patch 2, tokens ``[F, h/2, w/2]``),
+``AutoencoderKLCogVideoX`` (4x time, 8x space, 16 channels), T5 (only for the
+cached empty-prompt embedding, 226 tokens, through the pipeline's
+``encode_prompt``), ``CogVideoXDDIMScheduler`` (the model's own config;
+``set_timesteps(1000)`` with ``trailing`` spacing: index ``i`` -> model
+timestep ``999 - i``, noise by ``add_noise`` with the scheduler's
+``alphas_cumprod``; index 749 -> t = 250).
+
+* Latents: ``vae.encode(x).latent_dist.mode()`` permuted to ``[B, F, C, h, w]``
+  and multiplied by ``vae.config.scaling_factor`` (divided when
+  ``invert_scale_latents``), exactly as ``CogVideoXImageToVideoPipeline``.
+* Image-to-video (5B-I2V, Aether): the first frame alone is VAE-encoded and
+  scaled the same way, zero-padded over the remaining latent frames and
+  concatenated on the channel axis after the noised latents; ``ofs = 2.0``
+  when the transformer has an ofs embedding; RoPE from the pipeline's own
+  ``_prepare_rotary_positional_embeddings``.
+
+Interleaved layout (the reference: 97 frames -> 2 clips of 49; Aether: 81
+frames -> 2 clips of 41): with ``n`` clips, clip ``k`` holds frames
+``[0, k+1, k+1+n, k+1+2n, ...]`` (:func:`vidprobe.backbones.common.interleaved_clips`),
+padded to a 4k+1 length by repeating its last frame. Clip ``k``'s latent maps
+are ``k*F ... k*F+F-1`` (F = latent frames per clip); input frame 0 -> map 0
+(clip 0, latent 0); frame ``t >= 1`` -> clip ``(t-1) % n``, position
+``p = (t-1)//n + 1``, map ``k*F + (0 if p == 0 else (p-1)//4 + 1)``. Maps that
+serve no input frame (padding, or clip k>0's copy of frame 0) are dropped and
+the rest renumbered.
+
+Aether (``AetherWorldModel/AetherV1``; transformer from that repo, VAE, text
+encoder and scheduler from ``THUDM/CogVideoX-5b-I2V`` as in Aether's own
+pipeline): its latents stack three modalities ``[rgb | disparity | raymap]``
+(16 channels each) plus an equally wide condition, and its RoPE scales the
+temporal positions by ``base_fps / fps = 12 / 8``. The reference first runs
+Aether's 4-step reconstruction loop to obtain disparity/raymap latents for the
+clip; this adapter does **not** (that loop needs Aether's own pipeline code):
+the geometry channels of ``x_0`` are zeros before noising and the condition is
+``[first-frame rgb latent | zeros]``. Features therefore differ from the
+reference's Aether features; see the module's report note.
+
+``tiny=True`` builds the same diffusers classes at a tiny random config and
+replaces the text encoder by a seeded random embedding ``[1, 8, 32]``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+
+from vidprobe.backbones.base import BackboneSpec, MissingExtraError, register
+from vidprobe.backbones.common import (
+    both_or_neither,
+    interleaved_clips,
+    interleaved_frame_index,
+    pad_clip,
+    resolve_device,
+    resolve_dtype,
+    seeded,
+    vae4x_index,
+)
+from vidprobe.backbones.diffusion import ClipLatents, _cast, DiffusionBackbone, empty_prompt_embeds, vae4x_length
+
+REFERENCE_HW = (480, 720)
+DEFAULT_LAYER = 21  # the reference's 0-based block 20
+DEFAULT_INDEX = 749
+I2V_BASE = "THUDM/CogVideoX-5b-I2V"
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "cogvideox-2b": dict(model_id="THUDM/CogVideoX-2b", layers=30, dim=1920, i2v=False, clips=2, frames=97, modalities=1),
+    "cogvideox-5b": dict(model_id="THUDM/CogVideoX-5b", layers=42, dim=3072, i2v=False, clips=2, frames=97, modalities=1),
+    "cogvideox-5b-i2v": dict(model_id=I2V_BASE, layers=42, dim=3072, i2v=True, clips=2, frames=97, modalities=1),
+    "aether": dict(model_id="AetherWorldModel/AetherV1", layers=42, dim=3072, i2v=True, clips=2, frames=81,
+                   modalities=3, base=I2V_BASE, fps=8, base_fps=12),
+}
+
+TINY_TEXT = (8, 32)
+TINY_VAE = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=2,
+    down_block_types=("CogVideoXDownBlock3D",) * 4, up_block_types=("CogVideoXUpBlock3D",) * 4,
+    block_out_channels=(8, 8, 8, 8), temporal_compression_ratio=4,
+)
+
+
+def tiny_transformer_config(variant: str, num_layers: int = 3) -> dict[str, Any]:
+    arch = VARIANTS[variant]
+    c = TINY_VAE["latent_channels"] * arch["modalities"]
+    rotary = variant != "cogvideox-2b"
+    return dict(
+        num_attention_heads=2, attention_head_dim=16, in_channels=2 * c if arch["i2v"] else c, out_channels=c,
+        time_embed_dim=4, text_embed_dim=TINY_TEXT[1], num_layers=num_layers, sample_width=8, sample_height=8,
+        sample_frames=9, patch_size=2, temporal_compression_ratio=4, max_text_seq_length=TINY_TEXT[0],
+        use_rotary_positional_embeddings=rotary, use_learned_positional_embeddings=False,
+    )
+
+
+def _diffusers():
+    try:
+        import diffusers
+    except ImportError as e:  # pragma: no cover
+        raise MissingExtraError("diffusers", "hf") from e
+    return diffusers
+
+
+class CogVideoXBackbone(DiffusionBackbone):
+    def __init__(self, *args, fps_factor: float = 1.0, modalities: int = 1, **kw):
+        super().__init__(*args, **kw)
+        d = _diffusers()
+        # the pipeline object only lends its helpers (RoPE); it holds no text encoder
+        self.pipe = d.CogVideoXPipeline(
+            tokenizer=None, text_encoder=None, vae=self.vae, transformer=self.transformer, scheduler=self.scheduler
+        )
+        self.fps_factor = float(fps_factor)
+        self.modalities = int(modalities)
+
+    @property
+    def blocks(self):
+        return self.transformer.transformer_blocks
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.latent_channels)
+
+    def _clip_len(self, T: int) -> int:
+        return vae4x_length(max(len(c) for c in interleaved_clips(T, self.num_clips)))
+
+    def clips(self, T: int) -> list[list[int]]:
+        L = self._clip_len(T)
+        return [pad_clip(c, L) for c in interleaved_clips(T, self.num_clips)]
+
+    def frame_index(self, T: int) -> torch.Tensor:
+        L = self._clip_len(T)
+        return interleaved_frame_index(T, self.num_clips, vae4x_index, (L - 1) // 4 + 1)
+
+    def scale(self, z: torch.Tensor) -> torch.Tensor:
+        """``[B,C,F,h,w]`` posterior mean -> ``[B,F,C,h,w]`` scaled as the pipelines do."""
+        z = z.float().permute(0, 2, 1, 3, 4)
+        sf = float(self.vae.config.scaling_factor)
+        return z / sf if getattr(self.vae.config, "invert_scale_latents", False) else z * sf
+
+    def encode_clip(self, frames: torch.Tensor) -> ClipLatents:
+        x = frames.permute(1, 0, 2, 3)[None]  # [1,3,L,H,W]
+        rgb = self.scale(self.vae_encode(x))  # [1,F,C,h,w]
+        B, F, C, h, w = rgb.shape
+        x0 = rgb
+        if self.modalities > 1:  # Aether: geometry modalities left at zero (see module docstring)
+            x0 = torch.cat([rgb, rgb.new_zeros(B, F, C * (self.modalities - 1), h, w)], dim=2)
+        cond: dict[str, Any] = {}
+        n_cond = int(self.transformer.config.in_channels) - x0.shape[2]
+        if n_cond > 0:
+            img = self.scale(self.vae_encode(x[:, :, :1]))  # [1,1,C,h,w]: the first frame alone
+            c = x0.new_zeros(B, F, n_cond, h, w)
+            c[:, :1, :C] = img
+            cond["condition"] = c
+        p = int(self.transformer.config.patch_size)
+        cond["rope"] = self.rope(h, w, F) if self.transformer.config.use_rotary_positional_embeddings else None
+        return ClipLatents(latents=x0, grid=(F, h // p, w // p), cond=cond)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        z = latents[:, :, : self.latent_channels].float().permute(0, 2, 1, 3, 4)  # rgb part, [1,C,F,h,w]
+        sf = float(self.vae.config.scaling_factor)
+        z = z * sf if getattr(self.vae.config, "invert_scale_latents", False) else z / sf
+        with self.vae_on_device() as vae:
+            x = vae.decode(z.to(self.device, self.vae_dtype), return_dict=False)[0]
+        return ((x[0].permute(1, 0, 2, 3).float() + 1) / 2).clamp(0, 1).cpu()
+
+    def rope(self, h: int, w: int, frames: int):
+        """The pipeline's RoPE for an ``h x w`` latent grid; Aether scales the temporal positions by base_fps / fps."""
+        vsf = self.pipe.vae_scale_factor_spatial
+        cos, sin = self.pipe._prepare_rotary_positional_embeddings(h * vsf, w * vsf, frames, self.device)
+        if self.fps_factor != 1.0:
+            from diffusers.models.embeddings import get_1d_rotary_pos_embed
+
+            dim_t = int(self.transformer.config.attention_head_dim) // 4
+            tc, ts = get_1d_rotary_pos_embed(dim_t, torch.arange(frames, dtype=torch.float32) * self.fps_factor, use_real=True)
+            n = cos.shape[0] // frames
+            cos = cos.clone()
+            sin = sin.clone()
+            cos[:, :dim_t] = tc.to(cos).repeat_interleave(n, dim=0)
+            sin[:, :dim_t] = ts.to(sin).repeat_interleave(n, dim=0)
+        return cos, sin
+
+    def denoiser_forward(self, noisy, choice, cl):
+        x = noisy
+        if "condition" in cl.cond:
+            x = torch.cat([noisy, cl.cond["condition"].to(noisy.dtype)], dim=2)
+        ofs = None
+        if getattr(self.transformer.config, "ofs_embed_dim", None) is not None:
+            ofs = x.new_full((1,), 2.0)
+        t = torch.tensor([int(round(choice.model_t))], device=self.device)
+        return self.transformer(
+            hidden_states=x, encoder_hidden_states=self.text_embeds.to(self.device, self.dtype), timestep=t,
+            ofs=ofs, image_rotary_emb=cl.cond["rope"], return_dict=False,
+        )
+
+
+def compute_empty_prompt(model_id: str, revision: str | None, device, dtype) -> torch.Tensor:
+    """The empty prompt through ``CogVideoXPipeline.encode_prompt`` (T5, 226 tokens)."""
+    d = _diffusers()
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    tok = AutoTokenizer.from_pretrained(model_id, subfolder="tokenizer", revision=revision)
+    enc = T5EncoderModel.from_pretrained(model_id, subfolder="text_encoder", revision=revision, dtype=dtype).to(device)
+    pipe = d.CogVideoXPipeline(tokenizer=tok, text_encoder=enc, vae=None, transformer=None, scheduler=None)
+    with torch.inference_mode():
+        emb = pipe.encode_prompt("", do_classifier_free_guidance=False, device=device)[0]
+    out = emb.float().cpu()
+    del pipe, enc
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return out
+
+
+def tiny_scheduler():
+    d = _diffusers()
+    return d.CogVideoXDDIMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, set_alpha_to_one=True,
+        prediction_type="v_prediction", rescale_betas_zero_snr=True, snr_shift_scale=3.0, timestep_spacing="trailing",
+    )
+
+
+def build(
+    spec: BackboneSpec,
+    variant: str,
+    model_id: str | None = None,
+    revision: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    tiny: bool = False,
+    height: int | None = None,
+    width: int | None = None,
+    seed: int = 0,
+    offload: bool = False,
+    text_embeds: str | None = None,
+    cache_dir: str | None = None,
+    num_clips: int | None = None,
+    base_model_id: str | None = None,
+    tiny_layers: int = 3,
+) -> CogVideoXBackbone:
+    """CogVideoX / Aether: hub weights (``model_id``; Aether's VAE/T5/scheduler from ``base_model_id``) or ``tiny``."""
+    d = _diffusers()
+    arch = VARIANTS[variant]
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    hw = both_or_neither(height, width, spec.name) or ((32, 48) if tiny else spec.input_hw)
+    if tiny:
+        with seeded(seed):
+            transformer = _cast(d.CogVideoXTransformer3DModel(**tiny_transformer_config(variant, tiny_layers)), dt)
+            vae = _cast(d.AutoencoderKLCogVideoX(**TINY_VAE), dt)
+            emb = torch.randn(1, *TINY_TEXT)
+        scheduler = tiny_scheduler()
+        mid = None
+    else:
+        mid = model_id or spec.model_id
+        base = base_model_id or arch.get("base") or mid
+        base_rev = revision if base == mid else None
+        transformer = d.CogVideoXTransformer3DModel.from_pretrained(mid, subfolder="transformer", revision=revision, torch_dtype=dt)
+        vae = d.AutoencoderKLCogVideoX.from_pretrained(base, subfolder="vae", revision=base_rev, torch_dtype=dt)
+        scheduler = d.CogVideoXDDIMScheduler.from_pretrained(base, subfolder="scheduler", revision=base_rev)
+        emb = empty_prompt_embeds(base, base_rev, lambda: compute_empty_prompt(base, base_rev, dev, dt), cache_dir, text_embeds)
+    fps_factor = arch.get("base_fps", 1) / arch.get("fps", 1)
+    return CogVideoXBackbone(
+        spec, transformer, vae, scheduler, emb, hw, dev, dt, seed=seed, offload=offload, model_id=mid,
+        revision=revision, num_clips=num_clips or arch["clips"], fps_factor=fps_factor, modalities=arch["modalities"],
+    )
+
+
+def _register() -> None:
+    for variant, arch in VARIANTS.items():
+        clip_len = (arch["frames"] - 1) // arch["clips"] + 1
+        spec = BackboneSpec(
+            name=variant,
+            family="cogvideox",
+            model_id=arch["model_id"],
+            num_layers=arch["layers"],
+            default_layer=DEFAULT_LAYER,
+            input_hw=REFERENCE_HW,
+            num_frames=arch["frames"],
+            frame_layout=f"interleaved {arch['clips']} clips of {clip_len} from frame 0, vae4x",
+            default_timestep=DEFAULT_INDEX,
+            extras="hf",
+            description=(
+                f"{'Aether (CogVideoX-5B fine-tuned for 3D)' if variant == 'aether' else variant} C={arch['dim']}, "
+                f"DDIM, empty prompt; reference: block 20 (0-based = layer 21), index 749, "
+                f"{arch['frames']} frames as {arch['clips']}x{clip_len}, 720x480 -> "
+                f"{(clip_len - 1) // 4 + 1}x30x45 per clip"
+            ),
+        )
+        register(spec, functools.partial(build, spec, variant))
+
+
+_register()

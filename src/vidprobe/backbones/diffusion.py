@@ -1,0 +1,462 @@
+"""Shared logic of the diffusion video backbones (WAN2.1, CogVideoX, Aether, Open-Sora 2.0).
+
+One extraction, for every family::
+
+    frames --resize, [0,1] -> [-1,1]--> clips (one clip, or interleaved clips sharing frame 0)
+    per clip:   VAE encode ONCE (+ the image condition of image-to-video models, also once)
+    per timestep:  x_t = scheduler.add_noise(x_0, noise(seed, clip, index), t)   (the model's own scheduler)
+                   ONE denoiser forward with the cached empty-prompt embedding,
+                   hooked blocks read, forward stopped after the deepest requested block
+    tokens -> [N_latent_frames, h, w, C] per (layer, timestep) + frame_index [T]
+
+Timesteps
+---------
+A timestep is given either as a **scheduler index** (``int``, e.g. the
+reference's 749) or as **tau** (``float`` in [0, 1], larger = more noise).
+Every family calls ``scheduler.set_timesteps(N)`` with ``N = 1000`` (what the
+reference release does), so index ``i`` selects ``scheduler.timesteps[i]``
+(descending: index 0 is the noisiest step, index 999 the cleanest). The two
+forms are related by the paper's convention
+
+    tau = 1 - i / N          (index 749 -> tau 0.251; tau 0.25 -> index round(N * 0.75) = 750)
+
+which is also what :func:`vidprobe.features.store.tau_of` writes into the
+store manifest. tau is a *label* of the schedule position, not the noise
+level: the actual mix ``x_t = alpha * x_0 + sigma * noise`` at that index is
+the scheduler's and is recorded next to it in ``FeatureSet.info["timesteps"]``
+(``index``, ``tau``, ``model_t`` = the value fed to the denoiser, ``alpha``,
+``sigma``). For the reference defaults:
+
+* WAN2.1 (UniPC, flow sigmas, ``flow_shift = 3.0``): unshifted
+  ``s_i = 1 - i (1 - 1/N) / N`` (``linspace(1, 1/N, N+1)[:-1]``), shifted
+  ``sigma_i = 3 s_i / (1 + 2 s_i)``, ``alpha_i = 1 - sigma_i``,
+  ``model_t = timesteps[i]`` (UniPC stores ``1000 sigma_i`` as an integer: 502). Index 749: ``s = 0.25175``,
+  ``sigma = 0.50233`` -- the features are read at about half noise even
+  though the paper calls the setting "tau = 0.25".
+* CogVideoX / Aether (CogVideoX DDIM, ``trailing`` spacing): ``model_t =
+  N - 1 - i`` (index 749 -> t = 250), ``alpha = sqrt(abar_t)``,
+  ``sigma = sqrt(1 - abar_t)`` with the scheduler's own (SNR-shifted,
+  zero-terminal-SNR) ``alphas_cumprod``.
+* Open-Sora 2.0: see :mod:`vidprobe.backbones.opensora`.
+
+Noise is drawn on the CPU from ``torch.Generator`` seeded by
+``noise_seed(seed, clip, index)``, so features are identical across runs and
+devices for a fixed seed.
+
+Layers
+------
+Layer ``k`` is the output of the k-th transformer block (1-based, as
+everywhere in vidprobe). The reference release counts blocks from 0 (its
+``layer20`` is ``blocks[20]``), so the reference's "block 20" is layer 21
+here; the registered defaults use 21.
+
+Text condition
+--------------
+The empty prompt's embedding is computed once per (model id, revision) with
+the pipeline's own ``encode_prompt`` and cached as safetensors under
+``$VIDPROBE_CACHE`` (default ``~/.cache/vidprobe``)``/text_embeds``; the text
+encoder is loaded only when the cache misses and freed right after, so it
+never sits in GPU memory during extraction. ``text_embeds=PATH`` passes a
+precomputed file instead (a safetensors file with one tensor, or the key
+``prompt_embeds``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from vidprobe.backbones.base import BackboneSpec, FeatureSet
+from vidprobe.backbones.common import (
+    check_video,
+    drop_unused,
+    resize_video,
+    resolve_layers,
+    run_tapped,
+    tokens_to_grid,
+)
+
+NUM_INFERENCE_STEPS = 1000
+
+
+# ------------------------------------------------------------------ timesteps
+@dataclass(frozen=True)
+class TimestepChoice:
+    """One requested timestep, resolved against a scheduler (see the module docstring)."""
+
+    requested: int | float
+    index: int  # position in scheduler.timesteps after set_timesteps(N)
+    tau: float  # 1 - index / N (the paper's label; larger = more noise)
+    model_t: float  # the timestep value the denoiser receives
+    alpha: float  # x_t = alpha * x_0 + sigma * noise
+    sigma: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def index_of(timestep: int | float, num_steps: int = NUM_INFERENCE_STEPS) -> int:
+    """Scheduler index of a requested timestep: ints are indices, floats are tau in [0, 1]."""
+    if isinstance(timestep, bool) or timestep is None:
+        raise ValueError(f"timestep must be a scheduler index (int) or tau in [0,1] (float), got {timestep!r}")
+    if isinstance(timestep, float):
+        if not 0.0 <= timestep <= 1.0:
+            raise ValueError(f"tau must lie in [0, 1], got {timestep}")
+        return min(num_steps - 1, max(0, int(round((1.0 - timestep) * num_steps))))
+    i = int(timestep)
+    if not 0 <= i < num_steps:
+        raise ValueError(f"scheduler index must lie in [0, {num_steps}), got {i}")
+    return i
+
+
+def tau_of_index(index: int, num_steps: int = NUM_INFERENCE_STEPS) -> float:
+    return round(1.0 - index / num_steps, 6)
+
+
+def prepared_scheduler(scheduler: Any, num_steps: int = NUM_INFERENCE_STEPS) -> Any:
+    """``scheduler.set_timesteps(num_steps)`` on CPU (the reference's setting); returns it."""
+    scheduler.set_timesteps(num_steps, device="cpu")
+    return scheduler
+
+
+def noise_latents(scheduler: Any, x0: torch.Tensor, noise: torch.Tensor, model_t: torch.Tensor) -> torch.Tensor:
+    """The scheduler's own forward process at ``model_t``: ``add_noise`` (DDIM, UniPC) or ``scale_noise`` (flow Euler)."""
+    t = model_t.reshape(1).to(x0.device)
+    if hasattr(scheduler, "add_noise"):
+        return scheduler.add_noise(x0, noise, t)
+    return scheduler.scale_noise(x0, t, noise)
+
+
+def resolve_timestep(scheduler: Any, timestep: int | float, num_steps: int = NUM_INFERENCE_STEPS) -> TimestepChoice:
+    """Index, tau, model timestep and the (alpha, sigma) mix the scheduler applies there."""
+    i = index_of(timestep, num_steps)
+    ts = scheduler.timesteps
+    if len(ts) != num_steps:
+        raise RuntimeError(f"scheduler has {len(ts)} timesteps; call prepared_scheduler(s, {num_steps}) first")
+    t = ts[i]
+    one, zero = torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+    # probe the scheduler's own mix: x0=1, noise=0 -> alpha; x0=0, noise=1 -> sigma
+    alpha = float(noise_latents(scheduler, one.float(), zero.float(), t).double())
+    sigma = float(noise_latents(scheduler, zero.float(), one.float(), t).double())
+    return TimestepChoice(
+        requested=timestep, index=i, tau=tau_of_index(i, num_steps), model_t=float(t), alpha=alpha, sigma=sigma
+    )
+
+
+def noise_seed(seed: int, clip: int, index: int) -> int:
+    """Seed of the noise for (clip k, scheduler index): fixed, distinct per pair."""
+    return (int(seed) * 1_000_003 + int(clip) * 10_007 + int(index)) % (2**63 - 1)
+
+
+def make_noise(shape: Sequence[int], seed: int) -> torch.Tensor:
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    return torch.randn(tuple(shape), generator=g, dtype=torch.float32)
+
+
+# --------------------------------------------------------------- text cache
+def cache_root() -> Path:
+    return Path(os.environ.get("VIDPROBE_CACHE", Path.home() / ".cache" / "vidprobe"))
+
+
+def _safe_name(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_") or "model"
+
+
+def text_cache_path(model_id: str, revision: str | None, cache_dir: str | Path | None = None) -> Path:
+    root = Path(cache_dir) if cache_dir is not None else cache_root() / "text_embeds"
+    key = f"{model_id}@{revision or 'main'}"
+    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+    return root / f"{_safe_name(key)}-{digest}.safetensors"
+
+
+def save_tensor_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def load_text_embeds(path: str | Path) -> torch.Tensor:
+    """A precomputed prompt embedding: safetensors with key ``prompt_embeds`` or a single tensor; ``[1, L, D]``."""
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"text embedding file not found: {p}")
+    try:
+        d = load_file(str(p))
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{p}: not a readable safetensors file ({e})") from e
+    if "prompt_embeds" in d:
+        t = d["prompt_embeds"]
+    elif len(d) == 1:
+        t = next(iter(d.values()))
+    else:
+        raise ValueError(f"{p}: field 'prompt_embeds' missing (found {sorted(d)})")
+    if t.dim() == 2:
+        t = t[None]
+    if t.dim() != 3 or t.shape[0] != 1:
+        raise ValueError(f"{p}: field 'prompt_embeds' must be [1, L, D], got {tuple(t.shape)}")
+    return t
+
+
+def empty_prompt_embeds(
+    model_id: str,
+    revision: str | None,
+    compute: Callable[[], torch.Tensor],
+    cache_dir: str | Path | None = None,
+    path: str | Path | None = None,
+) -> torch.Tensor:
+    """The empty prompt's embedding ``[1, L, D]`` (CPU): from ``path``, the disk cache, or ``compute()`` (then cached)."""
+    if path is not None:
+        return load_text_embeds(path)
+    cache = text_cache_path(model_id, revision, cache_dir)
+    if cache.is_file():
+        return load_text_embeds(cache)
+    emb = compute().detach().cpu()
+    save_tensor_atomic(cache, {"prompt_embeds": emb}, {"model_id": model_id, "revision": revision or "main", "prompt": ""})
+    return emb
+
+
+# ------------------------------------------------------------------ core
+@dataclass
+class ClipLatents:
+    """One clip after the VAE: ``latents`` in the layout the denoiser takes, plus its conditions."""
+
+    latents: torch.Tensor  # scaled clean latents x_0
+    grid: tuple[int, int, int]  # token grid (frames, rows, columns) of the denoiser
+    cond: dict[str, Any]
+
+
+class DiffusionBackbone:
+    """Base adapter; a family implements the hooks marked ``family``.
+
+    Components: ``transformer`` (with ``.blocks`` or ``.transformer_blocks``),
+    ``vae``, ``scheduler`` (prepared with :func:`prepared_scheduler`),
+    ``text_embeds`` ``[1, L, D]`` on the CPU.
+    """
+
+    #: family: pixel multiple the input size is snapped to (VAE x patch)
+    size_multiple: int = 16
+
+    def __init__(
+        self,
+        spec: BackboneSpec,
+        transformer: torch.nn.Module,
+        vae: torch.nn.Module,
+        scheduler: Any,
+        text_embeds: torch.Tensor,
+        input_hw: tuple[int, int],
+        device: torch.device,
+        dtype: torch.dtype,
+        vae_dtype: torch.dtype | None = None,
+        seed: int = 0,
+        offload: bool = False,
+        model_id: str | None = None,
+        revision: str | None = None,
+        num_clips: int = 1,
+        clip_frames: int | None = None,
+    ):
+        self.spec = spec
+        self.transformer = transformer
+        self.vae = vae
+        self.scheduler = prepared_scheduler(scheduler)
+        self.text_embeds = text_embeds.detach().cpu()
+        m = self.size_multiple
+        h, w = input_hw
+        if h % m or w % m:
+            raise ValueError(f"{spec.name}: input size {h}x{w} must be a multiple of {m}")
+        self.input_hw = (int(h), int(w))
+        self.device, self.dtype = device, dtype
+        self.vae_dtype = vae_dtype or dtype
+        self.seed = int(seed)
+        self.offload = bool(offload)
+        self.model_id, self.revision = model_id, revision
+        self.num_clips = int(num_clips)
+        self.clip_frames = clip_frames
+        self.vae_calls = 0  # VAE encode calls (a test and a benchmark read it)
+        self.forward_calls = 0
+        # dtypes are set by the builders (from_pretrained(torch_dtype=...) keeps the modules a model
+        # marks fp32 in fp32); here the parts only move
+        self.transformer.to(device=device).eval().requires_grad_(False)
+        self.vae.to(device="cpu" if offload else device).eval().requires_grad_(False)
+
+    # ---------------------------------------------------------------- family
+    @property
+    def blocks(self) -> Sequence[torch.nn.Module]:
+        raise NotImplementedError
+
+    def clips(self, T: int) -> list[list[int]]:
+        """Frame indices of each clip fed to the VAE (family: one clip or interleaved clips)."""
+        raise NotImplementedError
+
+    def frame_index(self, T: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode_clip(self, frames: torch.Tensor) -> ClipLatents:
+        """``frames [L,3,H,W]`` in [-1,1] (vae dtype, device) -> scaled latents + conditions (family)."""
+        raise NotImplementedError
+
+    def denoiser_forward(self, noisy: torch.Tensor, choice: TimestepChoice, cl: ClipLatents) -> Any:
+        """One denoiser call on the noised latents (family)."""
+        raise NotImplementedError
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents (as returned by ``encode_clip``) -> frames ``[L,3,H,W]`` in [0,1] (family)."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- shared
+    @property
+    def num_layers(self) -> int:
+        return len(self.blocks)
+
+    @contextlib.contextmanager
+    def vae_on_device(self):
+        """With ``offload``, the VAE lives on the CPU and visits the GPU only while encoding."""
+        if self.offload and self.device.type != "cpu":
+            self.vae.to(self.device)
+            try:
+                yield self.vae
+            finally:
+                self.vae.to("cpu")
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+        else:
+            yield self.vae
+
+    def vae_encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B,3,F,H,W]`` in [-1,1] -> the posterior mean (``argmax``; deterministic, as the reference)."""
+        self.vae_calls += 1
+        with self.vae_on_device() as vae:
+            out = vae.encode(x.to(device=self.device, dtype=self.vae_dtype))
+        dist = out.latent_dist if hasattr(out, "latent_dist") else out[0]
+        return dist.mode() if hasattr(dist, "mode") else dist.mean
+
+    def preprocess(self, video: torch.Tensor) -> torch.Tensor:
+        """``[T,3,H,W]`` in [0,1] -> ``[T,3,h,w]`` in [-1,1] at the input size (what the pipelines' video processor does)."""
+        x = resize_video(video.to(device=self.device, dtype=torch.float32), self.input_hw)
+        return (x * 2.0 - 1.0).clamp(-1.0, 1.0)
+
+    def timestep_choices(self, timesteps: Sequence[int | float]) -> list[TimestepChoice]:
+        ts = list(timesteps)
+        if not ts or any(t is None for t in ts):
+            raise ValueError(f"{self.spec.name}: diffusion models need timesteps (index int or tau float), got {ts}")
+        return [resolve_timestep(self.scheduler, t) for t in ts]
+
+    def noised(self, cl: ClipLatents, choice: TimestepChoice, clip_k: int) -> torch.Tensor:
+        noise = make_noise(cl.latents.shape, noise_seed(self.seed, clip_k, choice.index))
+        x0 = cl.latents.float()
+        t = torch.tensor(choice.model_t, dtype=torch.float32)
+        xt = noise_latents(self.scheduler, x0, noise.to(x0.device), t.to(self.scheduler.timesteps.dtype))
+        return xt.to(self.dtype)
+
+    def encode(self, video: torch.Tensor) -> list[ClipLatents]:
+        """VAE latents (and conditions) of every clip of ``video``: one encode per clip."""
+        frames = self.preprocess(video)
+        return [self.encode_clip(frames[c]) for c in self.clips(video.shape[0])]
+
+    @torch.inference_mode()
+    def extract(self, video, layers, timesteps=(749,), clip=None) -> FeatureSet:
+        who = self.spec.name
+        check_video(video, who)
+        resolved = resolve_layers(layers, self.num_layers, who)
+        choices = self.timestep_choices(timesteps)
+        T = video.shape[0]
+        encoded = self.encode(video)  # VAE once per clip, shared by all timesteps and layers
+        parts: dict[tuple[int, Any], list[torch.Tensor]] = {}
+        for k, cl in enumerate(encoded):
+            for choice in choices:
+                noisy = self.noised(cl, choice, k)
+                self.forward_calls += 1
+                toks = run_tapped(self.blocks, resolved, lambda: self.denoiser_forward(noisy, choice, cl))
+                for req, tok in toks.items():
+                    parts.setdefault((req, choice.requested), []).append(tokens_to_grid(tok, *cl.grid).float().cpu())
+        fi = self.frame_index(T)
+        maps, idx = {}, fi
+        for key, v in parts.items():
+            maps[key], idx = drop_unused(torch.cat(v), fi)
+        f, h, w = encoded[0].grid
+        info = {
+            "model_id": self.model_id,
+            "revision": self.revision,
+            "input_hw": self.input_hw,
+            "grid": (h, w),
+            "latent_frames_per_clip": f,
+            "layout": self.spec.frame_layout,
+            "clips": self.clips(T),
+            "seed": self.seed,
+            "timesteps": [c.as_dict() for c in choices],
+            "scheduler": type(self.scheduler).__name__,
+        }
+        return FeatureSet(maps=maps, frame_index=idx, info=info)
+
+
+# ------------------------------------------------------------ sanity check
+@torch.inference_mode()
+def denoise_check(
+    bb: DiffusionBackbone, video: torch.Tensor, steps: int = 4, start_tau: float = 0.5, seed: int = 0
+) -> torch.Tensor:
+    """A short full denoising loop on the first clip of ``video``; returns the decoded clip ``[L,3,H,W]`` in [0,1].
+
+    The clip is encoded and scaled exactly as for extraction, noised to the
+    first of ``steps`` evenly spaced scheduler steps whose noise label is
+    <= ``start_tau`` (tau = t / num_train_timesteps), denoised with
+    ``scheduler.step`` and the denoiser's full output (empty prompt, the
+    image condition of I2V models), un-scaled and decoded. With real weights
+    the result must look like the input: a wrong latent scaling or condition
+    shows up as noise, colour casts or a washed-out frame.
+    """
+    import copy
+
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_video(video, bb.spec.name)
+    cl = bb.encode(video)[0]
+    sched = copy.deepcopy(bb.scheduler)
+    sched.set_timesteps(steps, device="cpu")
+    n_train = int(sched.config.num_train_timesteps)
+    ts = [t for t in sched.timesteps if float(t) / n_train <= start_tau + 1e-6] or [sched.timesteps[-1]]
+    if hasattr(sched, "set_begin_index"):
+        sched.set_begin_index(len(sched.timesteps) - len(ts))
+    noise = make_noise(cl.latents.shape, seed)
+    x = noise_latents(sched, cl.latents.float(), noise, ts[0].reshape(1)).to(bb.dtype)
+    for t in ts:
+        choice = TimestepChoice(requested=float(t), index=-1, tau=float(t) / n_train, model_t=float(t), alpha=float("nan"), sigma=float("nan"))
+        out = bb.denoiser_forward(x, choice, cl)
+        out = out[0] if isinstance(out, (tuple, list)) else out.sample
+        x = sched.step(out.float(), t, x.float(), return_dict=False)[0].to(bb.dtype)
+    return bb.decode(x)
+
+
+def vae4x_length(n: int) -> int:
+    """Smallest clip length >= n of the form 4k+1 (what a 4x causal video VAE needs)."""
+    return 1 + 4 * max(0, -(-(n - 1) // 4))
+
+
+def transformer_blocks(model: torch.nn.Module) -> Sequence[torch.nn.Module]:
+    for name in ("blocks", "transformer_blocks", "single_blocks"):
+        if hasattr(model, name):
+            return getattr(model, name)
+    raise AttributeError(f"{type(model).__name__} has no block list")
+
+
+def _cast(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Cast a freshly built (tiny/random) module only when its dtype differs."""
+    p = next(module.parameters(), None)
+    return module if p is None or p.dtype == dtype else module.to(dtype)

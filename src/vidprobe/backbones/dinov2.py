@@ -1,0 +1,191 @@
+"""DINOv2 (ViT-S/B/L/G, with and without registers) through transformers, one frame at a time.
+
+Layout: per frame (map t serves frame t). Input: every frame resized to the
+adapter's input size (a multiple of the patch size 14; the reference feeds
+728x420 -> a 30x52 grid) and normalised with the ImageNet mean/std.
+Features are the patch tokens (CLS and register tokens dropped). Layer ``k``
+is the raw output of block ``k``; layer ``-1`` is the model's final
+LayerNorm output (``last_hidden_state``, the hub model's
+``x_norm_patchtokens``), which is what the reference reads as "last".
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import torch
+
+from vidprobe.backbones.base import BackboneSpec, FeatureSet, register
+from vidprobe.backbones.common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LAST,
+    both_or_neither,
+    check_timesteps,
+    check_video,
+    load_or_random,
+    per_frame_index,
+    prepare_frames,
+    require_transformers,
+    resolve_device,
+    resolve_dtype,
+    resolve_layers,
+    run_tapped,
+    snap_hw,
+)
+
+PATCH = 14
+REFERENCE_HW = (420, 728)  # (H, W): the reference's 728x420 input -> 30x52 tokens
+
+# size -> (hidden, layers, heads, swiglu); patch 14, image 518, 4 registers for the -reg variants
+SIZES: dict[str, tuple[int, int, int, bool]] = {
+    "small": (384, 12, 6, False),
+    "base": (768, 12, 12, False),
+    "large": (1024, 24, 16, False),
+    "giant": (1536, 40, 24, True),
+}
+TINY = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, mlp_ratio=2, image_size=28)
+
+
+def hub_id(size: str, registers: bool) -> str:
+    return f"facebook/dinov2-with-registers-{size}" if registers else f"facebook/dinov2-{size}"
+
+
+def full_config(size: str, registers: bool):
+    """The hub config of a variant, written out so random-weight runs need no download."""
+    tf = require_transformers()
+    hidden, layers, heads, swiglu = SIZES[size]
+    kw: dict[str, Any] = dict(
+        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, mlp_ratio=4,
+        patch_size=PATCH, image_size=518, layerscale_value=1.0, layer_norm_eps=1e-6, use_swiglu_ffn=swiglu,
+    )
+    if registers:
+        return tf.Dinov2WithRegistersConfig(num_register_tokens=4, **kw)
+    return tf.Dinov2Config(**kw)
+
+
+class DINOv2Backbone:
+    """Adapter around a transformers ``Dinov2Model`` / ``Dinov2WithRegistersModel``."""
+
+    def __init__(
+        self,
+        spec: BackboneSpec,
+        model: torch.nn.Module,
+        input_hw: tuple[int, int],
+        device: torch.device,
+        dtype: torch.dtype,
+        batch_size: int = 8,
+        model_id: str | None = None,
+    ):
+        self.spec = spec
+        self.model = model
+        self.patch = int(model.config.patch_size)
+        self.input_hw = snap_hw(input_hw, self.patch)
+        self.num_prefix = 1 + int(getattr(model.config, "num_register_tokens", 0) or 0)  # CLS + registers
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = max(1, int(batch_size))
+        self.model_id = model_id
+
+    @property
+    def blocks(self) -> Sequence[torch.nn.Module]:
+        return self.model.encoder.layer
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.input_hw[0] // self.patch, self.input_hw[1] // self.patch
+
+    def preprocess(self, video: torch.Tensor) -> torch.Tensor:
+        """``[T,3,H,W]`` in [0,1] -> normalised pixel values ``[T,3,h*14,w*14]`` on the model's device."""
+        return prepare_frames(video, self.input_hw, IMAGENET_MEAN, IMAGENET_STD, self.device, self.dtype)
+
+    @torch.inference_mode()
+    def extract(self, video, layers, timesteps=(None,), clip=None) -> FeatureSet:
+        who = self.spec.name
+        check_video(video, who)
+        check_timesteps(timesteps, who)
+        resolved = resolve_layers(layers, self.num_layers, who)
+        x = self.preprocess(video)
+        h, w = self.grid
+        parts: dict[int, list[torch.Tensor]] = {req: [] for req, _ in resolved}
+        for chunk in x.split(self.batch_size):
+            toks = run_tapped(
+                self.blocks, resolved, lambda chunk=chunk: self.model(pixel_values=chunk), final=self.model.layernorm
+            )
+            for req, t in toks.items():
+                t = t[:, self.num_prefix:, :]
+                parts[req].append(t.reshape(t.shape[0], h, w, t.shape[-1]).float().cpu())
+        maps = {(req, None): torch.cat(v) for req, v in parts.items()}
+        info = {
+            "input_hw": self.input_hw, "grid": (h, w), "layout": self.spec.frame_layout, "model_id": self.model_id,
+            "last_is_final_norm": any(req == LAST for req, _ in resolved),
+        }
+        return FeatureSet(maps=maps, frame_index=per_frame_index(video.shape[0]), info=info)
+
+
+def build(
+    spec: BackboneSpec,
+    size: str,
+    registers: bool,
+    model_id: str | None = None,
+    revision: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    tiny: bool = False,
+    height: int | None = None,
+    width: int | None = None,
+    config_overrides: dict | None = None,
+    random_init: bool = False,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> DINOv2Backbone:
+    """Load (or randomly initialise) a DINOv2 variant. ``tiny`` = a 3-block random model for tests."""
+    tf = require_transformers()
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    hw = both_or_neither(height, width, spec.name) or spec.input_hw
+    cls = tf.Dinov2WithRegistersModel if registers else tf.Dinov2Model
+    config = None
+    if tiny or random_init:
+        config = full_config(size, registers)
+        if tiny:
+            for k, v in TINY.items():
+                setattr(config, k, v)
+        random_init = True
+    if config_overrides:
+        if config is None:
+            config = cls.config_class.from_pretrained(model_id or spec.model_id, revision=revision)
+        for k, v in config_overrides.items():
+            setattr(config, k, v)
+    mid = model_id or spec.model_id
+    model = load_or_random(cls, config, mid, revision, random_init, dtype=dt, device=dev, seed=seed)
+    return DINOv2Backbone(spec, model, hw, dev, dt, batch_size=batch_size, model_id=None if random_init else mid)
+
+
+def _register() -> None:
+    for registers in (False, True):
+        for size, (hidden, layers, _, _) in SIZES.items():
+            name = f"dinov2-reg-{size}" if registers else f"dinov2-{size}"
+            ref = size == "large" and not registers
+            spec = BackboneSpec(
+                name=name,
+                family="dinov2",
+                model_id=hub_id(size, registers),
+                num_layers=layers,
+                default_layer=LAST,
+                input_hw=REFERENCE_HW,
+                num_frames=None,
+                frame_layout="per-frame",
+                extras="hf",
+                description=f"DINOv2 ViT-{size[0].upper()}/14{' + 4 registers' if registers else ''}, C={hidden}"
+                + (" (reference: last layer, 728x420)" if ref else ""),
+            )
+            register(spec, functools.partial(build, spec, size, registers))
+
+
+_register()

@@ -1,0 +1,268 @@
+"""WAN2.1 (text-to-video 1.3B / 14B, image-to-video 14B 480P) through diffusers.
+
+Components: ``WanTransformer3DModel`` (patch (1,2,2)), ``AutoencoderKLWan``
+(4x time, 8x space, 16 latent channels), UMT5 text encoder (only for the
+cached empty-prompt embedding), ``UniPCMultistepScheduler`` with flow sigmas
+and ``flow_shift = 3.0`` (the reference's 480p setting; see
+:mod:`vidprobe.backbones.diffusion` for the exact noise level of an index).
+
+* Latents: ``vae.encode(x).latent_dist.mode()``, then
+  ``(z - latents_mean) / latents_std`` with the VAE config's per-channel
+  statistics, exactly as ``WanPipeline`` / ``WanImageToVideoPipeline`` do.
+* Layout: one clip of all frames (81 in the reference, padded to 4k+1 by
+  repeating the last frame); frame ``t`` -> latent ``floor((t-1)/4)+1``,
+  frame 0 -> latent 0. 832x480 -> 21 x 30 x 52 tokens.
+* Image-to-video: the first frame is the condition, as in
+  ``WanImageToVideoPipeline``: ``vae.encode([frame0, zeros...])`` normalised,
+  concatenated after a 4-channel mask (latent frame 0 = 1, others 0) to the
+  noised latents (16 + 4 + 16 = 36 input channels), and the CLIP image
+  encoder's penultimate hidden states as ``encoder_hidden_states_image``.
+  This second VAE call (and the CLIP call) happen once per clip too.
+
+``tiny=True`` builds the same diffusers classes at a tiny random config; the
+text encoder is then replaced by a seeded random embedding ``[1, 8, 32]``
+(and, for I2V, the CLIP encoder by a seeded random ``[1, 4, 8]`` image
+embedding), since only the shapes matter for tests and the demo.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+
+from vidprobe.backbones.base import BackboneSpec, MissingExtraError, register
+from vidprobe.backbones.common import (
+    both_or_neither,
+    pad_clip,
+    resolve_device,
+    resolve_dtype,
+    seeded,
+    vae4x_index,
+)
+from vidprobe.backbones.diffusion import ClipLatents, _cast, DiffusionBackbone, empty_prompt_embeds, vae4x_length
+
+REFERENCE_HW = (480, 832)
+REFERENCE_FRAMES = 81
+FLOW_SHIFT = 3.0
+DEFAULT_LAYER = 21  # the reference's 0-based block 20
+DEFAULT_INDEX = 749
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "wan2.1-t2v-1.3b": dict(model_id="Wan-AI/Wan2.1-T2V-1.3B-Diffusers", layers=30, dim=1536, i2v=False),
+    "wan2.1-t2v-14b": dict(model_id="Wan-AI/Wan2.1-T2V-14B-Diffusers", layers=40, dim=5120, i2v=False),
+    "wan2.1-i2v-14b-480p": dict(model_id="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", layers=40, dim=5120, i2v=True),
+}
+
+TINY_TEXT = (8, 32)  # (tokens, dim) of the random text embedding in tiny mode
+TINY_IMAGE = (4, 8)  # (tokens, dim) of the random image embedding in tiny mode (I2V)
+
+
+def tiny_transformer_config(i2v: bool = False, num_layers: int = 3) -> dict[str, Any]:
+    cfg = dict(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=36 if i2v else 16,
+        out_channels=16, text_dim=TINY_TEXT[1], freq_dim=32, ffn_dim=32, num_layers=num_layers,
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+    )
+    if i2v:
+        cfg.update(image_dim=TINY_IMAGE[1], added_kv_proj_dim=16)
+    return cfg
+
+
+TINY_VAE = dict(base_dim=4, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True])
+
+
+def _diffusers():
+    try:
+        import diffusers
+    except ImportError as e:  # pragma: no cover
+        raise MissingExtraError("diffusers", "hf") from e
+    return diffusers
+
+
+class WanBackbone(DiffusionBackbone):
+    def __init__(self, *args, i2v: bool = False, image_encoder=None, image_processor=None, **kw):
+        super().__init__(*args, **kw)
+        self.i2v = i2v
+        self.image_encoder = image_encoder
+        self.image_processor = image_processor
+        cfg = self.vae.config
+        self._mean = torch.tensor(cfg.latents_mean, dtype=torch.float32).view(1, cfg.z_dim, 1, 1, 1)
+        self._std = torch.tensor(cfg.latents_std, dtype=torch.float32).view(1, cfg.z_dim, 1, 1, 1)
+
+    @property
+    def blocks(self):
+        return self.transformer.blocks
+
+    def clips(self, T: int) -> list[list[int]]:
+        return [pad_clip(list(range(T)), vae4x_length(T))]
+
+    def frame_index(self, T: int) -> torch.Tensor:
+        return vae4x_index(T)
+
+    def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        return (z.float() - self._mean.to(z.device)) / self._std.to(z.device)
+
+    def encode_clip(self, frames: torch.Tensor) -> ClipLatents:
+        x = frames.permute(1, 0, 2, 3)[None]  # [1,3,F,H,W]
+        x0 = self.normalize_latents(self.vae_encode(x))
+        _, _, F, h, w = x0.shape
+        p = self.transformer.config.patch_size
+        cond: dict[str, Any] = {}
+        if self.i2v:
+            first = torch.cat([x[:, :, :1], torch.zeros_like(x[:, :, 1:])], dim=2)
+            lat_cond = self.normalize_latents(self.vae_encode(first))
+            mask = torch.zeros(1, 4, F, h, w, device=lat_cond.device)
+            mask[:, :, 0] = 1.0
+            cond["condition"] = torch.cat([mask, lat_cond], dim=1)
+            cond["image_embeds"] = self.image_embeds(frames[0])
+        return ClipLatents(latents=x0, grid=(F // p[0], h // p[1], w // p[2]), cond=cond)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        z = latents.float() * self._std.to(latents.device) + self._mean.to(latents.device)
+        with self.vae_on_device() as vae:
+            x = vae.decode(z.to(self.device, self.vae_dtype), return_dict=False)[0]
+        return ((x[0].permute(1, 0, 2, 3).float() + 1) / 2).clamp(0, 1).cpu()
+
+    def image_embeds(self, frame: torch.Tensor) -> torch.Tensor:
+        """CLIP penultimate hidden states of the first frame (what ``WanImageToVideoPipeline.encode_image`` returns)."""
+        if self.image_encoder is None:  # tiny mode: seeded random embedding of the right shape
+            with seeded(self.seed + 17):
+                return torch.randn(1, *TINY_IMAGE)
+        img = ((frame.float().clamp(-1, 1) + 1) / 2).cpu()
+        inputs = self.image_processor(images=img, return_tensors="pt", do_rescale=False)
+        enc = self.image_encoder
+        inputs = {k: v.to(device=self.device, dtype=enc.dtype) for k, v in inputs.items()}
+        with self._module_on_device(enc):
+            out = enc(**inputs, output_hidden_states=True)
+        return out.hidden_states[-2].float().cpu()
+
+    def _module_on_device(self, module):
+        import contextlib
+
+        @contextlib.contextmanager
+        def ctx():
+            if self.offload and self.device.type != "cpu":
+                module.to(self.device)
+                try:
+                    yield
+                finally:
+                    module.to("cpu")
+            else:
+                yield
+
+        return ctx()
+
+    def denoiser_forward(self, noisy, choice, cl):
+        x = noisy
+        kw = {}
+        if self.i2v:
+            x = torch.cat([noisy, cl.cond["condition"].to(noisy.dtype)], dim=1)
+            kw["encoder_hidden_states_image"] = cl.cond["image_embeds"].to(self.device, self.dtype)
+        t = torch.tensor([choice.model_t], device=self.device)
+        return self.transformer(
+            hidden_states=x, timestep=t, encoder_hidden_states=self.text_embeds.to(self.device, self.dtype),
+            return_dict=False, **kw,
+        )
+
+
+def make_scheduler(model_id: str | None = None, revision: str | None = None, tiny: bool = False):
+    d = _diffusers()
+    if tiny or model_id is None:
+        return d.UniPCMultistepScheduler(
+            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=FLOW_SHIFT, num_train_timesteps=1000
+        )
+    return d.UniPCMultistepScheduler.from_pretrained(model_id, subfolder="scheduler", revision=revision, flow_shift=FLOW_SHIFT)
+
+
+def compute_empty_prompt(model_id: str, revision: str | None, device, dtype) -> torch.Tensor:
+    """The empty prompt through ``WanPipeline.encode_prompt`` (UMT5, 512 tokens, padding zeroed)."""
+    d = _diffusers()
+    from transformers import AutoTokenizer, UMT5EncoderModel
+
+    tok = AutoTokenizer.from_pretrained(model_id, subfolder="tokenizer", revision=revision)
+    enc = UMT5EncoderModel.from_pretrained(model_id, subfolder="text_encoder", revision=revision, dtype=dtype).to(device)
+    pipe = d.WanPipeline(tokenizer=tok, text_encoder=enc, vae=None, scheduler=None, transformer=None)
+    with torch.inference_mode():
+        emb = pipe.encode_prompt("", do_classifier_free_guidance=False, device=device)[0]
+    out = emb.float().cpu()
+    del pipe, enc
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return out
+
+
+def build(
+    spec: BackboneSpec,
+    variant: str,
+    model_id: str | None = None,
+    revision: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    tiny: bool = False,
+    height: int | None = None,
+    width: int | None = None,
+    seed: int = 0,
+    offload: bool = False,
+    text_embeds: str | None = None,
+    cache_dir: str | None = None,
+    tiny_layers: int = 3,
+) -> WanBackbone:
+    """A WAN2.1 backbone: hub weights (``model_id`` = hub id or local diffusers folder) or ``tiny`` random."""
+    d = _diffusers()
+    arch = VARIANTS[variant]
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    hw = both_or_neither(height, width, spec.name) or ((32, 48) if tiny else spec.input_hw)
+    i2v = arch["i2v"]
+    image_encoder = image_processor = None
+    if tiny:
+        with seeded(seed):
+            transformer = d.WanTransformer3DModel(**tiny_transformer_config(i2v, tiny_layers))
+            vae = d.AutoencoderKLWan(**TINY_VAE)
+            emb = torch.randn(1, *TINY_TEXT)
+        transformer = _cast(transformer, dt)
+        scheduler = make_scheduler(tiny=True)
+        mid = None
+    else:
+        mid = model_id or spec.model_id
+        transformer = d.WanTransformer3DModel.from_pretrained(mid, subfolder="transformer", revision=revision, torch_dtype=dt)
+        vae = d.AutoencoderKLWan.from_pretrained(mid, subfolder="vae", revision=revision, torch_dtype=torch.float32)
+        scheduler = make_scheduler(mid, revision)
+        emb = empty_prompt_embeds(mid, revision, lambda: compute_empty_prompt(mid, revision, dev, dt), cache_dir, text_embeds)
+        if i2v:
+            from transformers import CLIPImageProcessor, CLIPVisionModel
+
+            image_encoder = CLIPVisionModel.from_pretrained(mid, subfolder="image_encoder", revision=revision, dtype=dt)
+            image_encoder = image_encoder.to("cpu" if offload else dev).eval().requires_grad_(False)
+            image_processor = CLIPImageProcessor.from_pretrained(mid, subfolder="image_processor", revision=revision)
+    return WanBackbone(
+        spec, transformer, vae, scheduler, emb, hw, dev, dt,
+        vae_dtype=torch.float32, seed=seed, offload=offload, model_id=mid, revision=revision,
+        i2v=i2v, image_encoder=image_encoder, image_processor=image_processor,
+    )
+
+
+def _register() -> None:
+    for variant, arch in VARIANTS.items():
+        spec = BackboneSpec(
+            name=variant,
+            family="wan",
+            model_id=arch["model_id"],
+            num_layers=arch["layers"],
+            default_layer=DEFAULT_LAYER,
+            input_hw=REFERENCE_HW,
+            num_frames=REFERENCE_FRAMES,
+            frame_layout="vae4x",
+            default_timestep=DEFAULT_INDEX,
+            extras="hf",
+            description=(
+                f"WAN2.1 {'I2V' if arch['i2v'] else 'T2V'} C={arch['dim']}, UniPC flow shift {FLOW_SHIFT}, empty prompt; "
+                "reference: block 20 (0-based = layer 21), index 749, 81 frames 832x480 -> 21x30x52"
+            ),
+        )
+        register(spec, functools.partial(build, spec, variant))
+
+
+_register()

@@ -1,0 +1,146 @@
+"""`vidprobe extract`: dataset x backbone -> feature store."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vidprobe.cli import app
+
+
+def _ints(text: str | None, what: str) -> list[int | None] | None:
+    if text is None:
+        return None
+    out: list[int | None] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if part.lower() == "none":
+            out.append(None)
+            continue
+        try:
+            out.append(int(part))
+        except ValueError:
+            try:
+                tau = float(part)  # tau in [0, 1] (larger = more noise) -> scheduler index
+            except ValueError:
+                tau = -1.0
+            if what != "--timesteps" or not 0.0 <= tau <= 1.0:
+                raise typer.BadParameter(f"{what}: expected comma-separated integers, got {part!r}") from None
+            out.append(int(round((1.0 - tau) * 1000)))
+    if not out:
+        raise typer.BadParameter(f"{what}: empty list")
+    return out
+
+
+def backbone_kwargs_for(factory, name: str, options: dict) -> dict:
+    """Keep the options the user set; refuse one the backbone's factory does not take."""
+    given = {k: v for k, v in options.items() if v is not None and v is not False}
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return given
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return given
+    flag = {"model_id": "--model-id", "revision": "--revision", "tiny": "--tiny", "device": "--device",
+            "height": "--height", "width": "--width"}
+    bad = [k for k in given if k not in params]
+    if bad:
+        raise typer.BadParameter(
+            f"backbone {name!r} does not take {', '.join(flag.get(k, k) for k in bad)} "
+            f"(it takes: {', '.join(params) or 'no options'})"
+        )
+    return given
+
+
+@app.command()
+def extract(
+    backbone: str = typer.Option(..., "--backbone", "-b", help="Registered backbone name (see `vidprobe backbones`)."),
+    dataset: Path = typer.Option(..., "--dataset", "-d", help="Dataset directory (any format `vidprobe` reads)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Feature store directory (created; reused to resume)."),
+    layers: Optional[str] = typer.Option(None, help="Comma-separated block indices, e.g. 10,20. Default: the backbone's reference layer."),
+    timesteps: Optional[str] = typer.Option(
+        None, help="Comma-separated scheduler indices of 1000 (tau = 1 - t/1000), e.g. 249,749, or tau values in "
+        "[0,1] such as 0.25 (converted to an index); 'none' for models "
+        "without diffusion time. Default: the backbone's reference timestep."
+    ),
+    dtype: str = typer.Option("fp16", help="Storage dtype: fp16, bf16 or fp32."),
+    shard: Optional[str] = typer.Option(None, help="i/n: this process takes every n-th video starting at i. "
+                                        "Default: RANK/WORLD_SIZE under torchrun, else 0/1."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (cuda:LOCAL_RANK under torchrun). Default: the backbone's."),
+    model_id: Optional[str] = typer.Option(None, "--model-id", help="Hub id or local path of the weights (overrides the backbone's)."),
+    revision: Optional[str] = typer.Option(None, help="Hub revision (commit/tag) of the weights."),
+    tiny: bool = typer.Option(False, "--tiny", help="Random weights at a tiny config (tests and dry runs; no download)."),
+    max_videos: Optional[int] = typer.Option(None, "--max-videos", help="Only the first K videos (sorted ids), before sharding."),
+    num_frames: Optional[int] = typer.Option(None, "--num-frames", help="Feed only the first K frames of each video."),
+    height: Optional[int] = typer.Option(None, help="Input height fed to the model (default: the backbone's)."),
+    width: Optional[int] = typer.Option(None, help="Input width fed to the model (default: the backbone's)."),
+    split: Optional[str] = typer.Option(None, help="Only this split of the dataset (train/test); default all videos."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Extract frozen-model features of every video into a resumable feature store.
+
+    Writes one safetensors file per (video, layer, timestep) plus DIR/manifest.json.
+    Rerunning the same command resumes: finished videos are skipped without
+    running the model. A store written with another model or other settings is
+    refused. Several processes (--shard i/n, or torchrun) may write into one store.
+
+    Example:  vidprobe extract --backbone wan2.1-1.3b --dataset data/co3d --layers 10,20 --timesteps 249,749 --out feats/wan
+    """
+    from vidprobe.backbones.base import registry
+    from vidprobe.features.extract import extract_dataset, parse_shard
+    from vidprobe.features.store import FeatureStoreError, dtype_name
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    reg = registry()
+    if backbone not in reg:
+        raise typer.BadParameter(f"unknown backbone {backbone!r}; known: {', '.join(sorted(reg)) or '(none)'}", param_hint="--backbone")
+    spec, factory = reg[backbone]
+    try:
+        dtype = dtype_name(dtype)
+    except FeatureStoreError as e:
+        raise typer.BadParameter(str(e), param_hint="--dtype") from None
+    lay = _ints(layers, "--layers") or [spec.default_layer]
+    if None in lay:
+        raise typer.BadParameter("layers must be integers", param_hint="--layers")
+    ts = _ints(timesteps, "--timesteps") or [spec.default_timestep]
+    sh = None
+    if shard is not None:
+        try:
+            sh = parse_shard(shard)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--shard") from None
+    if device == "cuda" and os.environ.get("LOCAL_RANK") is not None:
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    if (height is None) != (width is None):
+        raise typer.BadParameter("give both --height and --width, or neither")
+    kwargs = backbone_kwargs_for(
+        factory, backbone,
+        {"model_id": model_id, "revision": revision, "tiny": tiny, "device": device, "height": height, "width": width},
+    )
+    from vidprobe.data.open import open_dataset
+
+    try:
+        ds = open_dataset(dataset)
+    except (ValueError, OSError) as e:  # DatasetError is a ValueError naming the file
+        typer.echo(f"error: cannot open dataset {dataset}: {e}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        summary = extract_dataset(
+            backbone, ds, out, lay, ts, dtype=dtype, shard=sh, backbone_kwargs=kwargs, progress=not quiet,
+            split=split, max_videos=max_videos, num_frames=num_frames,
+        )
+    except FeatureStoreError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    if quiet:
+        typer.echo(summary.format())
+    failed = {v: r for v, r in summary.skipped.items() if r != "locked by another process"}
+    if failed and not summary.done and not summary.already_present:
+        raise typer.Exit(1)

@@ -1,0 +1,319 @@
+"""Extraction driver: dataset x backbone -> FeatureStore, resumable, shardable, lock-safe.
+
+One ``backbone.extract`` call per video produces every requested (layer,
+timestep); each lands in its own atomically written file. A rerun skips
+videos whose files are all present and readable without touching the model;
+a per-video lock file (non-blocking) keeps two processes from extracting the
+same video; broken videos are skipped, logged and counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from filelock import FileLock, Timeout
+
+from vidprobe.features.store import (
+    LOCK_DIR,
+    FeatureStore,
+    FeatureStoreError,
+    Key,
+    dtype_name,
+    key_dirname,
+    prepare_store,
+    store_settings,
+    tau_of,
+    video_filename,
+    write_feature_file,
+)
+
+log = logging.getLogger("vidprobe.features")
+
+LOCKED = "locked by another process"
+
+
+@dataclass
+class ExtractSummary:
+    """What one extraction run did (this shard only)."""
+
+    done: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # video -> reason
+    already_present: list[str] = field(default_factory=list)
+    bytes_written: int = 0
+    seconds: float = 0.0
+    shard: tuple[int, int] = (0, 1)
+    total: int = 0  # videos in this shard
+
+    def format(self) -> str:
+        i, n = self.shard
+        rate = len(self.done) / self.seconds if self.seconds > 0 else 0.0
+        lines = [
+            f"extraction summary (shard {i}/{n}, {self.total} videos): {len(self.done)} extracted, "
+            f"{len(self.already_present)} already present, {len(self.skipped)} skipped; "
+            f"{_human(self.bytes_written)} written in {self.seconds:.1f} s ({rate:.2f} videos/s)"
+        ]
+        lines += [f"  skipped {v}: {r}" for v, r in sorted(self.skipped.items())]
+        return "\n".join(lines)
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n."""
+    try:
+        a, b = text.split("/")
+        i, n = int(a), int(b)
+    except ValueError:
+        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"--shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+def shard_from_env() -> tuple[int, int] | None:
+    """(RANK, WORLD_SIZE) under torchrun / torch.distributed launchers; None otherwise."""
+    ws = os.environ.get("WORLD_SIZE")
+    rank = os.environ.get("RANK")
+    if ws is None or rank is None:
+        return None
+    i, n = int(rank), int(ws)
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"bad RANK={rank} / WORLD_SIZE={ws} in the environment")
+    return i, n
+
+
+def shard_videos(videos: Sequence[str], shard: tuple[int, int]) -> list[str]:
+    """Shard i of n takes every n-th video of the sorted list, starting at i (a partition)."""
+    i, n = shard
+    return sorted(videos)[i::n]
+
+
+def _spec_and_factory(backbone):
+    """Spec of a backbone given by name (without instantiating it) or by instance."""
+    if isinstance(backbone, str):
+        from vidprobe.backbones.base import registry
+
+        reg = registry()
+        if backbone not in reg:
+            raise KeyError(f"unknown backbone {backbone!r}; known: {', '.join(sorted(reg)) or '(none registered)'}")
+        return reg[backbone]
+    return backbone.spec, None
+
+
+def _source_name(dataset) -> str:
+    return f"{getattr(dataset, 'name', type(dataset).__name__)}:{getattr(dataset, 'root', '')}"
+
+
+def extract_dataset(
+    backbone_name,
+    dataset,
+    out: str | Path,
+    layers: Sequence[int],
+    timesteps: Sequence[int | None] = (None,),
+    dtype: str = "fp16",
+    shard: tuple[int, int] | None = None,
+    backbone_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
+    *,
+    split: str | None = None,
+    videos: Sequence[str] | None = None,
+    max_videos: int | None = None,
+    num_frames: int | None = None,
+    fail_fast: int = 3,
+) -> ExtractSummary:
+    """Extract features of every video of ``dataset`` (this shard's part) into the store at ``out``.
+
+    backbone_name   registered name (instantiated lazily, only if some video needs work) or a Backbone instance
+    dataset         a VideoDataset, or a path opened with ``vidprobe.data.open.open_dataset``
+    layers, timesteps   every (layer, timestep) pair is written; timesteps ``(None,)`` for non-diffusion models
+    shard           (i, n): take every n-th video starting at i; default from RANK/WORLD_SIZE, else (0, 1)
+    max_videos      use only the first K videos (sorted ids) before sharding
+    num_frames      feed only the first K frames of each video (default: all frames)
+    fail_fast       abort when this many videos in a row fail inside the model before any succeeds
+                    (a wrong setting, not a broken video)
+    """
+    t0 = time.perf_counter()
+    if isinstance(dataset, (str, Path)):
+        from vidprobe.data.open import open_dataset
+
+        dataset = open_dataset(dataset)
+    out = Path(out)
+    layers = [int(x) for x in layers]
+    timesteps = [None if t is None else _as_index(t) for t in timesteps] or [None]
+    if not layers:
+        raise ValueError("extract_dataset: no layers given")
+    keys: list[Key] = [(layer, t) for layer in layers for t in timesteps]
+    dt = dtype_name(dtype)
+    kwargs = dict(backbone_kwargs or {})
+    spec, factory = _spec_and_factory(backbone_name)
+    backbone = None if isinstance(backbone_name, str) else backbone_name
+    if shard is None:
+        shard = shard_from_env() or (0, 1)
+    i, n = shard
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard {shard}: need 0 <= i < n")
+
+    hw = (kwargs["height"], kwargs["width"]) if kwargs.get("height") and kwargs.get("width") else spec.input_hw
+    settings = store_settings(
+        backbone=spec.name,
+        model_id=kwargs.get("model_id", spec.model_id),
+        revision=kwargs.get("revision"),
+        dtype=dt,
+        input_hw=hw,
+        frame_layout=spec.frame_layout,
+        num_frames=num_frames,
+        backbone_kwargs=kwargs,
+    )
+    source = _source_name(dataset)
+    prepare_store(out, settings, keys, source=source)
+    store = FeatureStore(out)
+    lock_dir = out / LOCK_DIR
+    lock_dir.mkdir(exist_ok=True)
+
+    all_videos = sorted(videos if videos is not None else dataset.videos(split))
+    if max_videos is not None:
+        all_videos = all_videos[: max(0, int(max_videos))]
+    mine = shard_videos(all_videos, (i, n))
+    summary = ExtractSummary(shard=(i, n), total=len(mine))
+
+    def missing_keys(vid: str) -> list[Key]:
+        return [k for k in keys if not store.is_valid(vid, *k)]
+
+    from tqdm.auto import tqdm
+
+    redirect = contextlib.nullcontext()
+    if progress:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        redirect = logging_redirect_tqdm()
+    bar = tqdm(total=len(mine), desc=f"extract {spec.name} [{i}/{n}]", unit="video", disable=not progress, dynamic_ncols=True)
+    model_failures = 0
+    stack = contextlib.ExitStack()
+    stack.enter_context(redirect)
+    try:
+        for vid in mine:
+            try:
+                try:
+                    fname = video_filename(vid)
+                except FeatureStoreError as e:
+                    _skip(summary, vid, str(e))
+                    continue
+                if not missing_keys(vid):
+                    summary.already_present.append(vid)
+                    continue
+                lock = FileLock(str(lock_dir / (fname + ".lock")), timeout=0)
+                try:
+                    lock.acquire()
+                except Timeout:
+                    _skip(summary, vid, LOCKED, level=logging.INFO)
+                    continue
+                try:
+                    todo = missing_keys(vid)  # re-check under the lock: another process may have finished it
+                    if not todo:
+                        summary.already_present.append(vid)
+                        continue
+                    _remove_stale_temps(out, keys, fname)  # left by a killed run; safe: we hold this video's lock
+                    try:
+                        nf = dataset.num_frames(vid)
+                        frames = None if num_frames is None or num_frames >= nf else list(range(num_frames))
+                        clip = dataset.load(vid, frames)
+                    except Exception as e:  # noqa: BLE001 - a broken video is skipped and counted
+                        _skip(summary, vid, f"load error: {type(e).__name__}: {e}")
+                        continue
+                    if backbone is None:
+                        backbone = factory(**kwargs)
+                    try:
+                        with torch.inference_mode():
+                            fs = backbone.extract(clip.images, layers, timesteps, clip=clip)
+                        T = clip.images.shape[0]
+                        problem = _check_featureset(fs, keys, T)
+                    except Exception as e:  # noqa: BLE001
+                        problem = f"extract error: {type(e).__name__}: {e}"
+                        model_failures += 1
+                        if fail_fast and model_failures >= fail_fast and not summary.done:
+                            raise RuntimeError(
+                                f"the first {model_failures} videos all failed inside the model; last error: {problem}"
+                            ) from e
+                    if problem:
+                        _skip(summary, vid, problem)
+                        continue
+                    meta_base = {"video_id": vid, "source": source, "backbone": spec.name, "frame_layout": spec.frame_layout}
+                    written = 0
+                    try:
+                        for layer, t in todo:
+                            meta = dict(meta_base, layer=str(layer), timestep="none" if t is None else str(t), tau=str(tau_of(t)))
+                            path = out / key_dirname(layer, t) / fname
+                            written += write_feature_file(path, fs.maps[(layer, t)], fs.frame_index, meta, dt)
+                    except FeatureStoreError as e:  # non-finite features: a broken video, not a broken run
+                        _skip(summary, vid, str(e))
+                        continue
+                    summary.bytes_written += written
+                    summary.done.append(vid)
+                finally:
+                    lock.release()
+            finally:
+                bar.update(1)
+                bar.set_postfix(done=len(summary.done), present=len(summary.already_present), skipped=len(summary.skipped))
+    finally:
+        bar.close()
+        stack.close()
+        summary.seconds = time.perf_counter() - t0
+    if progress:
+        print(summary.format())
+    else:
+        log.debug(summary.format())
+    return summary
+
+
+def _remove_stale_temps(out: Path, keys: list[Key], fname: str) -> None:
+    prefix = f".{fname}."
+    for layer, t in keys:
+        d = out / key_dirname(layer, t)
+        try:
+            entries = list(os.scandir(d))
+        except FileNotFoundError:
+            continue
+        for e in entries:
+            if e.name.startswith(prefix) and e.name.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    os.unlink(e.path)
+
+
+def _skip(summary: ExtractSummary, vid: str, reason: str, level: int = logging.WARNING) -> None:
+    summary.skipped[vid] = reason
+    log.log(level, "skipped %s: %s", vid, reason)
+
+
+def _check_featureset(fs, keys: list[Key], T: int) -> str | None:
+    """A reason to reject the FeatureSet of one video, or None."""
+    missing = [k for k in keys if k not in fs.maps]
+    if missing:
+        return f"backbone returned no features for (layer, timestep) {missing} (got {sorted(fs.maps, key=str)})"
+    fi = fs.frame_index
+    if fi.dim() != 1 or fi.numel() != T:
+        return f"frame_index has shape {tuple(fi.shape)}, expected [{T}] (one entry per input frame)"
+    for k in keys:
+        m = fs.maps[k]
+        if not torch.isfinite(m).all():
+            return f"NaN/Inf in features of (layer, timestep) {k}"
+    return None
+
+
+def _as_index(t) -> int:
+    """Store keys are scheduler indices: a float in [0, 1] is tau (larger = more noise) -> index."""
+    if isinstance(t, float) and 0.0 <= t <= 1.0 and not float(t).is_integer():
+        return int(round((1.0 - t) * 1000))
+    return int(t)

@@ -1,0 +1,334 @@
+"""Probe losses and ground-truth preparation.
+
+Ground truth (``gt``, at the output resolution, batched):
+``points [B,S,H,W,3]`` world points, ``depth [B,S,H,W]``, ``valid [B,S,H,W]``
+bool, ``confidence [B,S,H,W]`` (ones when the dataset has none),
+``extrinsics [B,S,3,4]`` world->camera (OpenCV), ``intrinsics [B,S,3,3]``.
+
+:func:`prepare_targets` rebases every clip to its first frame (identity
+pose) and divides points, depth and camera translations by ONE scale: the
+mean distance to the origin of the valid points of frame 0
+(``scale_mode="first"``, the reference) or of all frames (``"all"``); see
+:func:`vidprobe.geometry.normalize_scene`. The GT cameras are then encoded
+as 9-d poses (:func:`vidprobe.geometry.encode_pose`). Invalid pixels are
+zeroed first so non-finite values there never reach a loss.
+
+:func:`probe_loss` = ``points_weight * L_points + depth_weight * L_depth +
+camera_weight * L_camera`` over the heads present in the predictions.
+
+- Points: with ``normalize_points`` (default on, the reference) the
+  predicted and the GT point maps are EACH divided by their own mean
+  distance to the origin over the valid pixels of the sample (all frames;
+  the prediction's factor is not detached). Per-pixel error
+  ``e = ||p - g||_2``.
+- Depth: ``e = |d - g|`` in the normalised scene (no extra scaling).
+- Confidence (``conf_mode``, both dense terms):
+  ``gt_weighted`` (reference): ``c_gt * e``; ``predicted`` (VGGT):
+  ``c * e - conf_alpha * log c`` with the head's predicted confidence
+  ``c >= 1``; ``none``: ``e``. The dense loss is the mean of that quantity
+  over the valid pixels of the whole batch (pooled); a batch without any
+  valid pixel contributes 0.
+- Optional depth gradient term (``depth_grad_weight``, off by default): the
+  mean absolute x/y finite difference of the depth residual ``d - g`` over
+  pairs of horizontally / vertically adjacent valid pixels, added to the
+  depth term.
+- Camera: for each refinement step ``i`` of ``N``,
+  ``l_i = w_T mean(h(t - t_gt)) + w_R mean(h(q - q_gt)) + w_F mean(h(fov - fov_gt))``
+  with ``h`` the Huber loss (``delta`` 1, reference) or L1, means over
+  batch, frames and components; ``L_camera = sum_i gamma^(N-i-1) l_i / N``
+  (gamma 0.6; weights T 1.0, R 1.0, FoV 0.5).
+
+A NaN or Inf in any term raises :class:`NonFiniteLossError` naming the term
+(and is counted in :data:`NONFINITE_COUNTS`); nothing is silently zeroed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from vidprobe.geometry import encode_pose, normalize_scene
+
+CONF_MODES = ("gt_weighted", "predicted", "none")
+CAMERA_LOSSES = ("huber", "l1")
+SCALE_MODES = ("first", "all")
+
+#: How many times each loss term was found non-finite in this process.
+NONFINITE_COUNTS: Counter = Counter()
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term is NaN or Inf; ``.term`` names it."""
+
+    def __init__(self, term: str, value: float):
+        self.term = term
+        self.value = value
+        self.count = NONFINITE_COUNTS[term]
+        super().__init__(f"non-finite loss term {term!r}: {value} (seen {self.count} time(s) in this process)")
+
+
+class LossConfigError(ValueError):
+    pass
+
+
+@dataclass
+class LossConfig:
+    points_weight: float = 1.0
+    depth_weight: float = 1.0
+    camera_weight: float = 1.0
+    scale_mode: str = "first"
+    conf_mode: str = "gt_weighted"
+    conf_alpha: float = 0.2
+    normalize_points: bool = True
+    depth_grad_weight: float = 0.0
+    camera_loss: str = "huber"
+    huber_delta: float = 1.0
+    camera_t_weight: float = 1.0
+    camera_r_weight: float = 1.0
+    camera_fov_weight: float = 0.5
+    camera_gamma: float = 0.6
+    eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if self.scale_mode not in SCALE_MODES:
+            raise LossConfigError(f"LossConfig.scale_mode: expected one of {SCALE_MODES}, got {self.scale_mode!r}")
+        if self.conf_mode not in CONF_MODES:
+            raise LossConfigError(f"LossConfig.conf_mode: expected one of {CONF_MODES}, got {self.conf_mode!r}")
+        if self.camera_loss not in CAMERA_LOSSES:
+            raise LossConfigError(f"LossConfig.camera_loss: expected one of {CAMERA_LOSSES}, got {self.camera_loss!r}")
+        for name in ("points_weight", "depth_weight", "camera_weight", "conf_alpha", "depth_grad_weight",
+                     "camera_t_weight", "camera_r_weight", "camera_fov_weight"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise LossConfigError(f"LossConfig.{name}: expected a number >= 0, got {v!r}")
+        if not 0 < self.camera_gamma <= 1:
+            raise LossConfigError(f"LossConfig.camera_gamma: expected 0 < gamma <= 1, got {self.camera_gamma}")
+        if self.huber_delta <= 0 or self.eps <= 0:
+            raise LossConfigError("LossConfig.huber_delta and LossConfig.eps must be > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LossConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise LossConfigError(f"LossConfig: unknown fields {unknown}; known: {sorted(names)}")
+        return cls(**d)
+
+
+def _check_finite(term: str, value: torch.Tensor) -> None:
+    if not bool(torch.isfinite(value).all()):
+        NONFINITE_COUNTS[term] += 1
+        raise NonFiniteLossError(term, float(value.detach().float().reshape(-1)[0]))
+
+
+def _validate_gt(gt: dict) -> tuple[int, int, int, int]:
+    for key in ("points", "depth", "valid", "extrinsics", "intrinsics"):
+        if key not in gt:
+            raise KeyError(f"ground truth: missing field {key!r} (have {sorted(gt)})")
+    if gt["depth"].dim() != 4:
+        raise ValueError(f"ground truth.depth: expected [B,S,H,W], got {tuple(gt['depth'].shape)}")
+    B, S, H, W = gt["depth"].shape
+    want = {
+        "points": (B, S, H, W, 3),
+        "depth": (B, S, H, W),
+        "valid": (B, S, H, W),
+        "confidence": (B, S, H, W),
+        "extrinsics": (B, S, 3, 4),
+        "intrinsics": (B, S, 3, 3),
+    }
+    for key, shape in want.items():
+        if key in gt and tuple(gt[key].shape) != shape:
+            raise ValueError(f"ground truth.{key}: expected shape {shape}, got {tuple(gt[key].shape)}")
+    return B, S, H, W
+
+
+def prepare_targets(gt: dict, scale_mode: str = "first", image_hw: tuple[int, int] | None = None) -> dict:
+    """Rebase to frame 0, normalise the scale, encode the GT cameras.
+
+    Returns a dict with ``points, depth, valid, confidence, extrinsics,
+    intrinsics`` (normalised), ``pose_enc [B,S,9]`` and ``scale [B]`` (the
+    factor the scene was divided by). ``image_hw`` (for the field of view)
+    defaults to the ground-truth map size.
+    """
+    if scale_mode not in SCALE_MODES:
+        raise ValueError(f"prepare_targets: scale_mode must be one of {SCALE_MODES}, got {scale_mode!r}")
+    B, S, H, W = _validate_gt(gt)
+    valid = gt["valid"].bool()
+    points = gt["points"].float()
+    depth = gt["depth"].float()
+    # invalid pixels may hold anything (NaN/Inf from unknown depth): zero them
+    valid = valid & torch.isfinite(points).all(-1) & torch.isfinite(depth)
+    points = torch.where(valid[..., None], points, torch.zeros_like(points))
+    depth = torch.where(valid, depth, torch.zeros_like(depth))
+    conf = gt.get("confidence")
+    conf = torch.ones_like(depth) if conf is None else torch.where(valid, conf.float(), torch.zeros_like(depth))
+    ext = gt["extrinsics"].float()
+    intr = gt["intrinsics"].float()
+    scene = normalize_scene(points, depth, ext, valid, mode=scale_mode)
+    scene_pts = torch.where(valid[..., None], scene.points, torch.zeros_like(scene.points))
+    hw = tuple(image_hw) if image_hw is not None else (H, W)
+    return {
+        "points": scene_pts,
+        "depth": scene.depth,
+        "valid": valid,
+        "confidence": conf,
+        "extrinsics": scene.extrinsics,
+        "intrinsics": intr,
+        "pose_enc": encode_pose(scene.extrinsics, intr, hw),
+        "scale": scene.scale,
+    }
+
+
+def _mean_distance(points: torch.Tensor, mask: torch.Tensor, eps: float) -> torch.Tensor:
+    """Per-sample mean norm of ``points [B,...,3]`` over ``mask [B,...]`` -> ``[B]``."""
+    dims = tuple(range(1, mask.dim()))
+    d = (points.norm(dim=-1) * mask).sum(dims) / mask.sum(dims).clamp_min(1)
+    return d.clamp_min(eps)
+
+
+def _dense_loss(err, mask, gt_conf, pred_conf, cfg: LossConfig, name: str) -> torch.Tensor:
+    if cfg.conf_mode == "gt_weighted":
+        val = gt_conf * err
+    elif cfg.conf_mode == "predicted":
+        if pred_conf is None:
+            raise KeyError(f"predictions: conf_mode 'predicted' needs '{name}_conf'")
+        val = pred_conf * err - cfg.conf_alpha * torch.log(pred_conf)
+    else:
+        val = err
+    val = torch.where(mask, val, torch.zeros_like(val))
+    return val.sum() / mask.sum().clamp_min(1)
+
+
+def points_loss(pred: dict, tgt: dict, cfg: LossConfig) -> torch.Tensor:
+    p = pred["points"].float()
+    g = tgt["points"]
+    m = tgt["valid"]
+    if p.shape != g.shape:
+        raise ValueError(f"predictions.points: shape {tuple(p.shape)} does not match ground truth {tuple(g.shape)}")
+    if cfg.normalize_points:
+        mf = m.to(p.dtype)
+        view = (-1,) + (1,) * (p.dim() - 1)
+        p = p / _mean_distance(p, mf, cfg.eps).reshape(view)
+        g = g / _mean_distance(g, mf, cfg.eps).reshape(view)
+    err = (p - g).norm(dim=-1)
+    conf = pred.get("points_conf")
+    return _dense_loss(err, m, tgt["confidence"], None if conf is None else conf.float(), cfg, "points")
+
+
+def depth_gradient_loss(d: torch.Tensor, g: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Mean |finite difference| of the residual ``d - g`` over adjacent valid pixel pairs."""
+    r = torch.where(m, d - g, torch.zeros_like(d))
+    mx = m[..., :, 1:] & m[..., :, :-1]
+    my = m[..., 1:, :] & m[..., :-1, :]
+    gx = (r[..., :, 1:] - r[..., :, :-1]).abs() * mx
+    gy = (r[..., 1:, :] - r[..., :-1, :]).abs() * my
+    return (gx.sum() + gy.sum()) / (mx.sum() + my.sum()).clamp_min(1)
+
+
+def depth_loss(pred: dict, tgt: dict, cfg: LossConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+    d = pred["depth"].float()
+    g = tgt["depth"]
+    m = tgt["valid"]
+    if d.shape != g.shape:
+        raise ValueError(f"predictions.depth: shape {tuple(d.shape)} does not match ground truth {tuple(g.shape)}")
+    conf = pred.get("depth_conf")
+    main = _dense_loss((d - g).abs(), m, tgt["confidence"], None if conf is None else conf.float(), cfg, "depth")
+    grad = depth_gradient_loss(d, g, m) if cfg.depth_grad_weight > 0 else None
+    return main, grad
+
+
+def camera_loss(pose_list: list[torch.Tensor], gt_pose: torch.Tensor, cfg: LossConfig) -> dict[str, torch.Tensor]:
+    """Stage-weighted camera loss; returns ``camera`` and its T / R / FoV parts (stage-weighted)."""
+    n = len(pose_list)
+    if n == 0:
+        raise ValueError("predictions.pose_enc_list: empty")
+
+    def h(a, b):
+        if cfg.camera_loss == "huber":
+            return F.huber_loss(a, b, reduction="mean", delta=cfg.huber_delta)
+        return (a - b).abs().mean()
+
+    parts = {"camera_T": 0.0, "camera_R": 0.0, "camera_fov": 0.0}
+    total = 0.0
+    for i, p in enumerate(pose_list):
+        p = p.float()
+        if p.shape != gt_pose.shape:
+            raise ValueError(f"predictions.pose_enc_list[{i}]: shape {tuple(p.shape)}, ground truth {tuple(gt_pose.shape)}")
+        w = cfg.camera_gamma ** (n - i - 1)
+        lt = h(p[..., :3], gt_pose[..., :3])
+        lr = h(p[..., 3:7], gt_pose[..., 3:7])
+        lf = h(p[..., 7:], gt_pose[..., 7:])
+        parts["camera_T"] = parts["camera_T"] + w * lt / n
+        parts["camera_R"] = parts["camera_R"] + w * lr / n
+        parts["camera_fov"] = parts["camera_fov"] + w * lf / n
+        total = total + w * (cfg.camera_t_weight * lt + cfg.camera_r_weight * lr + cfg.camera_fov_weight * lf)
+    parts["camera"] = total / n
+    return parts
+
+
+def probe_loss(
+    pred: dict,
+    gt: dict,
+    image_hw: tuple[int, int] | None = None,
+    cfg: LossConfig | None = None,
+    prepared: bool = False,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss and its terms (detached) for the heads present in ``pred``.
+
+    ``gt`` is raw ground truth (prepared here with ``cfg.scale_mode``) or,
+    with ``prepared=True``, the output of :func:`prepare_targets`.
+    """
+    cfg = cfg or LossConfig()
+    tgt = gt if prepared else prepare_targets(gt, cfg.scale_mode, image_hw)
+    terms: dict[str, torch.Tensor] = {}
+    total = None
+
+    def add(name: str, value: torch.Tensor, weight: float):
+        nonlocal total
+        _check_finite(name, value)
+        terms[name] = value.detach()
+        total = weight * value if total is None else total + weight * value
+
+    if "points" in pred:
+        add("points", points_loss(pred, tgt, cfg), cfg.points_weight)
+    if "depth" in pred:
+        main, grad = depth_loss(pred, tgt, cfg)
+        if grad is not None:
+            _check_finite("depth_grad", grad)
+            terms["depth_grad"] = grad.detach()
+            main = main + cfg.depth_grad_weight * grad
+        add("depth", main, cfg.depth_weight)
+    if "pose_enc_list" in pred or "pose_enc" in pred:
+        poses = pred.get("pose_enc_list") or [pred["pose_enc"]]
+        parts = camera_loss(list(poses), tgt["pose_enc"], cfg)
+        for k in ("camera_T", "camera_R", "camera_fov"):
+            _check_finite(k, parts[k])
+            terms[k] = parts[k].detach()
+        add("camera", parts["camera"], cfg.camera_weight)
+    if total is None:
+        raise KeyError(f"predictions: no points, depth or pose_enc to supervise (have {sorted(pred)})")
+    _check_finite("total", total)
+    terms["total"] = total.detach()
+    return total, terms
+
+
+__all__ = [
+    "CONF_MODES",
+    "LossConfig",
+    "LossConfigError",
+    "NONFINITE_COUNTS",
+    "NonFiniteLossError",
+    "camera_loss",
+    "depth_gradient_loss",
+    "depth_loss",
+    "points_loss",
+    "prepare_targets",
+    "probe_loss",
+]

@@ -17,6 +17,12 @@ app = typer.Typer(
 
 # Modules that add commands to `app` (each does `from vidprobe.cli import app`).
 COMMAND_MODULES: list[str] = [
+    "vidprobe.features.cli",
+    "vidprobe.data.cli",
+    "vidprobe.data.cli_real",
+    "vidprobe.backbones.cli",
+    "vidprobe.labels_cli",
+    "vidprobe.backbones.check",
 ]
 
 

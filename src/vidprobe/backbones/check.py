@@ -12,8 +12,6 @@ command runs).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -41,16 +39,10 @@ def _save_png(path: Path, img: torch.Tensor) -> None:
     from PIL import Image
 
     arr = (img.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype("uint8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    from vidprobe.atomic import atomic_path
+
+    with atomic_path(path, keep_suffix=True) as tmp:
         Image.fromarray(arr).save(tmp, format="PNG")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @app.command("check-backbone")

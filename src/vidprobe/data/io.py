@@ -15,14 +15,13 @@ import contextlib
 import gzip
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 from PIL import Image
 
+from vidprobe.atomic import atomic_path as _atomic_path
 from vidprobe.data.base import DatasetError
 
 __all__ = [
@@ -46,24 +45,9 @@ __all__ = [
 # ----------------------------------------------------------------------------- writing
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path next to ``path``; on success it replaces ``path`` atomically.
-
-    The temp file keeps ``path``'s suffix so libraries that pick a format from
-    the name (PIL) still work. On error the temp file is removed and ``path``
-    is left untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def atomic_path(path: str | Path) -> contextlib.AbstractContextManager[Path]:
+    """Atomic write of ``path`` keeping its suffix in the temp name (see :mod:`vidprobe.atomic`)."""
+    return _atomic_path(path, keep_suffix=True)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -26,17 +26,15 @@ This is the form the reference stores its VGGT pseudo-labels in: any dataset
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from vidprobe.atomic import atomic_path  # noqa: F401  (re-exported)
 from vidprobe.data.base import DatasetError
 from vidprobe.data.clip import Clip
 
@@ -112,33 +110,6 @@ def _check_values(where: str, tensors: Mapping[str, torch.Tensor], frame_offset:
         )
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path next to ``path``; on success it atomically replaces ``path``.
-
-    The temp file gets ordinary permissions (0644 less the umask, not mkstemp's
-    0600); on error it is removed and ``path`` is left untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _read_umask() -> int:
-    old = os.umask(0o022)
-    os.umask(old)
-    return old
-
-
-_UMASK = _read_umask()
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:

@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "vidprobe.backbones.cli",
     "vidprobe.labels_cli",
     "vidprobe.backbones.check",
+    "vidprobe.probe.cli",
 ]
 
 

@@ -40,6 +40,54 @@ class ConfigError(ValueError):
     pass
 
 
+def _coerce(where: str, typ: str, value: Any) -> Any:
+    """Check/convert a scalar config value against its annotation (``float``, ``int | None``, ``bool``, ``str``).
+
+    YAML reads ``3e-4`` (no dot) as a string: numeric strings are accepted for float fields.
+    """
+    typ = typ.replace(" ", "")
+    optional = typ.endswith("|None")
+    base = typ[: -len("|None")] if optional else typ
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"config field {where!r}: expected {base}, got null")
+    if base == "float":
+        if isinstance(value, bool):
+            raise ConfigError(f"config field {where!r}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config field {where!r}: expected a number, got {value!r}") from None
+    if base == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"config field {where!r}: expected an integer, got {value!r}")
+        try:
+            f = float(value)
+        except ValueError:
+            raise ConfigError(f"config field {where!r}: expected an integer, got {value!r}") from None
+        if not f.is_integer():
+            raise ConfigError(f"config field {where!r}: expected an integer, got {value!r}")
+        return int(f)
+    if base == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"config field {where!r}: expected true or false, got {value!r}")
+        return value
+    if base == "str":
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"config field {where!r}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _coerce_fields(cls, d: dict, prefix: str = "") -> dict:
+    out = dict(d)
+    for f in fields(cls):
+        if f.name in out and isinstance(f.type, str):
+            out[f.name] = _coerce(prefix + f.name, f.type, out[f.name])
+    return out
+
+
 @dataclass
 class OptimConfig:
     lr: float = 1e-4
@@ -91,7 +139,7 @@ class TrainConfig:
     wandb: bool = False
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
@@ -101,15 +149,24 @@ class TrainConfig:
             bad = sorted(set(d["optim"]) - {f.name for f in fields(OptimConfig)})
             if bad:
                 raise ConfigError(f"unknown optim field(s): {bad}")
-            o = dict(d["optim"])
+            o = _coerce_fields(OptimConfig, dict(d["optim"]), "optim.")
             if "betas" in o:
-                o["betas"] = tuple(o["betas"])
+                try:
+                    o["betas"] = tuple(float(x) for x in o["betas"])
+                except (TypeError, ValueError):
+                    raise ConfigError(f"config field 'optim.betas': expected two numbers, got {o['betas']!r}") from None
+                if len(o["betas"]) != 2:
+                    raise ConfigError(f"config field 'optim.betas': expected two numbers, got {o['betas']!r}")
             d["optim"] = OptimConfig(**o)
         if "sampler" in d and isinstance(d["sampler"], dict):
             bad = sorted(set(d["sampler"]) - {f.name for f in fields(SamplerConfig)})
             if bad:
                 raise ConfigError(f"unknown sampler field(s): {bad}")
-            d["sampler"] = SamplerConfig(**d["sampler"])
+            d["sampler"] = SamplerConfig(**_coerce_fields(SamplerConfig, d["sampler"], "sampler."))
+        for sec in ("probe", "loss"):
+            if sec in d and not isinstance(d[sec], dict):
+                raise ConfigError(f"config field {sec!r}: expected a mapping, got {d[sec]!r}")
+        d = _coerce_fields(cls, d)
         if d.get("out_hw") is not None:
             d["out_hw"] = tuple(int(x) for x in d["out_hw"])
         cfg = cls(**d)
@@ -206,7 +263,7 @@ def resolve_device(name: str) -> torch.device:
 
 def lr_lambda(total_steps: int, warmup_frac: float, base_lr: float, min_lr: float):
     """Linear warm-up over ``warmup_frac`` of the steps, then cosine from ``base_lr`` to ``min_lr``."""
-    warm = max(1, int(round(total_steps * warmup_frac)))
+    warm = max(1, round(total_steps * warmup_frac))
 
     def f(step: int) -> float:
         if step < warm:
@@ -432,6 +489,7 @@ class TrainResult:
     best_checkpoint: Path | None
     final_loss: float
     eval_loss: float | None
+    model: Any = None  # the trained nn.Module (unwrapped; on its training device)
 
 
 def _truncate_logs(run_dir: Path, step: int) -> None:
@@ -474,7 +532,7 @@ def evaluate_loss(model, ds: ProbeDataset, loss_fn, device, precision: str, batc
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_after_steps: int | None = None) -> TrainResult:
     """Train a probe. ``stop_after_steps`` ends the process's loop early (used to simulate a crash in tests)."""
-    from vidprobe.probe.losses import LossConfig, probe_loss
+    from vidprobe.probe.losses import LossConfig, LossConfigError, probe_loss
 
     device = resolve_device(cfg.device)
     dist = init_distributed(device)
@@ -484,7 +542,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
     last = find_checkpoint(run_dir, "last") if resume else None
-    if not resume and dist.main and (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").glob("step_*")):
+    if not resume and (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").glob("step_*")):
         raise ConfigError(f"{run_dir} already holds checkpoints: pass --resume to continue, or choose another 'out'")
 
     torch.manual_seed(cfg.seed)
@@ -504,7 +562,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     in_channels = train_ds.get(0, 0).features.shape[-1]
     model, pcfg = build_probe(cfg, in_channels, out_hw)
     model.to(device)
-    loss_cfg = LossConfig(**cfg.loss) if cfg.loss else LossConfig()
+    try:
+        loss_cfg = LossConfig.from_dict(dict(cfg.loss)) if cfg.loss else LossConfig()
+    except (LossConfigError, TypeError) as e:
+        raise ConfigError(f"config field 'loss': {e}") from None
 
     def loss_fn(pred, gt):
         return probe_loss(pred, gt, tuple(out_hw), loss_cfg)
@@ -570,6 +631,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     model.train()
     last_loss = float("nan")
     best_eval = None
+    if last is not None:  # the best so far survives a restart
+        prev_best = _read_pointer(run_dir / "checkpoints" / "best.json")
+        best_eval = prev_best.get("eval_loss") if prev_best else None
     nonfinite = 0
     perm_cache: dict[int, list[int]] = {}
     end = total if stop_after_steps is None else min(total, step + stop_after_steps)
@@ -637,5 +701,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         best_checkpoint=find_checkpoint(run_dir, "best"),
         final_loss=last_loss,
         eval_loss=best_eval,
+        model=model,
     )
     return result

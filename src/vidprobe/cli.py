@@ -24,6 +24,8 @@ COMMAND_MODULES: list[str] = [
     "vidprobe.labels_cli",
     "vidprobe.backbones.check",
     "vidprobe.probe.cli",
+    "vidprobe.report.cli",
+    "vidprobe.demo",
 ]
 
 

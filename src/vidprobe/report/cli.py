@@ -1,0 +1,33 @@
+"""`vidprobe report RESULTS.db`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from vidprobe.cli import app
+
+
+@app.command()
+def report(
+    db: Path = typer.Argument(..., help="Results database (SQLite) written by `vidprobe evaluate` / `sweep` / `demo`."),
+    out: Path = typer.Option(Path("report"), "--out", "-o", help="Output directory for report.html, report.md, figures/ and clouds/."),
+    split: str = typer.Option("test", help="Which split's metrics to show."),
+    clips_per_run: int = typer.Option(1, help="Saved evaluation clips to render per run (depth panels, point clouds, GLB)."),
+) -> None:
+    """Write a self-contained HTML report and a Markdown report from a results database.
+
+    Benchmark table (Point Err x10, Depth Err, AUC@5, AUC@30 with 95% intervals,
+    published numbers alongside where a backbone matches), heat maps, radar
+    chart, training curves, per-clip histograms, consistency scatter, and
+    point clouds with camera frusta (PNG in the page, GLB files beside it).
+    """
+    from vidprobe.report.html import write_report
+
+    try:
+        paths = write_report(db, out, split=split, clips_per_run=clips_per_run)
+    except FileNotFoundError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {paths['html']} and {paths['md']}")

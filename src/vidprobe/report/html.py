@@ -55,7 +55,7 @@ def _run_label(r: dict) -> str:
     lab = r.get("backbone") or r.get("name") or f"run {r['run_id']}"
     extra = []
     if r.get("layer") is not None:
-        extra.append(f"L{r['layer']}")
+        extra.append("Llast" if r["layer"] == -1 else f"L{r['layer']}")
     if r.get("timestep") is not None:
         extra.append(f"t{r['timestep']}")
     if r.get("seed") is not None:

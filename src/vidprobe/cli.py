@@ -26,6 +26,7 @@ COMMAND_MODULES: list[str] = [
     "vidprobe.probe.cli",
     "vidprobe.report.cli",
     "vidprobe.demo",
+    "vidprobe.sweep",
 ]
 
 

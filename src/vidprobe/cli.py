@@ -27,6 +27,7 @@ COMMAND_MODULES: list[str] = [
     "vidprobe.report.cli",
     "vidprobe.demo",
     "vidprobe.sweep",
+    "vidprobe.consistency",
 ]
 
 

@@ -54,7 +54,7 @@ def default_plan(quick: bool = False) -> DemoPlan:
         "cogvideox-2b": dict(tiny),
         "opensora2": dict(tiny),
         "fast3r": dict(tiny),
-        "vggt-1b": dict(tiny),
+        "vggt-1b": {"tiny": True, "height": 56, "width": 98},  # patch 14
     }
     if quick:
         keep = ("oracle", "pixels", "dinov2-small")

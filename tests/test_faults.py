@@ -155,6 +155,7 @@ def test_full_disk_checkpoint(disk):
     loaded = load_file(str(ck1 / "model.safetensors"))
     assert all(torch.equal(loaded[k], good[k]) for k in good)
     assert not (run / "checkpoints" / "step_0000002").exists()
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".tmp")]  # no leftover temp dir
     save_checkpoint(run, model, opt, None, 2, 0, cfg, keep=2)  # space is back: works, and cleans its temp dir
     assert find_checkpoint(run, "last").name == "step_0000002"
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".tmp")]

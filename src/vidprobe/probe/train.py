@@ -32,6 +32,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from vidprobe.atomic import atomic_write_text as _atomic_write_text
 from vidprobe.data.sampling import FrameSampler
 from vidprobe.probe.data import ProbeDataset, collate
 
@@ -275,15 +276,6 @@ def lr_lambda(total_steps: int, warmup_frac: float, base_lr: float, min_lr: floa
     return f
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     sd = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
@@ -315,22 +307,26 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, opt, sched, step: int
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
-    opt_t, opt_meta = optimizer_to_tensors(opt)
-    rng = {"torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["torch_cuda"] = torch.cuda.get_rng_state()
-    save_file(opt_t, str(tmp / "optimizer.safetensors"))
-    save_file(rng, str(tmp / "rng.safetensors"))
-    state = {
-        "step": step,
-        "epochs_done": epoch_done,
-        "scheduler": sched.state_dict() if sched is not None else None,
-        "optimizer_meta": opt_meta,
-        "numpy_rng": None,
-        "config": cfg.to_dict(),
-    }
-    (tmp / "state.json").write_text(json.dumps(state, default=str))
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        opt_t, opt_meta = optimizer_to_tensors(opt)
+        rng = {"torch_cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["torch_cuda"] = torch.cuda.get_rng_state()
+        save_file(opt_t, str(tmp / "optimizer.safetensors"))
+        save_file(rng, str(tmp / "rng.safetensors"))
+        state = {
+            "step": step,
+            "epochs_done": epoch_done,
+            "scheduler": sched.state_dict() if sched is not None else None,
+            "optimizer_meta": opt_meta,
+            "numpy_rng": None,
+            "config": cfg.to_dict(),
+        }
+        (tmp / "state.json").write_text(json.dumps(state, default=str))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # e.g. disk full: leave nothing behind
+        raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

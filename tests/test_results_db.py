@@ -159,7 +159,10 @@ def test_concurrent_writers_from_two_processes(tmp_path):
     ]
     deadline = time.monotonic() + 60
     while not all((tmp_path / f"shared.db.{t}.ready").exists() for t in "ab"):
-        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "writers did not start"
+        if not all(p.poll() is None for p in procs):
+            errs = [p.communicate()[1] for p in procs if p.poll() is not None]
+            raise AssertionError(f"a writer exited before starting: {errs}")
+        assert time.monotonic() < deadline, "writers did not start"
         time.sleep(0.01)
     (tmp_path / "shared.db.go").touch()
     for p in procs:

@@ -1,75 +1,171 @@
-from pathlib import Path
+"""`vidprobe sweep`: one extraction per backbone, DB-skipped cells, resume after a crash, failure isolation, seeds."""
+
 
 import pytest
+import torch
 import yaml
+from typer.testing import CliRunner
 
+import vidprobe.backbones.base as bb_base
+import vidprobe.features.extract as extract_mod
 import vidprobe.probe.train as train_mod
+from vidprobe.backbones.base import BackboneSpec, FeatureSet
+from vidprobe.cli import _load, app
 from vidprobe.data.synthetic import write_synthetic_dataset
-from vidprobe.probe.train import TrainConfig
 from vidprobe.results import ResultsDB
-from vidprobe.sweep import SweepError, load_sweep, plan_cells, run_sweep, sweep_table
+from vidprobe.sweep import PerFrame, run_sweep, sweep_table
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-@pytest.mark.parametrize("path", sorted((CONFIGS / "paper").glob("*.yaml")) + sorted((CONFIGS / "studies").glob("*.yaml")) + [CONFIGS / "demo_sweep.yaml"], ids=lambda p: p.name)
-def test_every_config_parses_and_plans(path):
-    cfg = load_sweep(path)
-    cells = plan_cells(cfg)  # names registered backbones, or raises
-    assert cells
-    base = dict(cfg.get("train") or {})
-    base.pop("probe", None)
-    TrainConfig.from_dict({**base, "features": "x", "dataset": "y"})  # every train field is a TrainConfig field
+HW = {"height": 32, "width": 56}
 
 
-def test_paper_configs_cover_the_published_table():
-    names = {p.stem for p in (CONFIGS / "paper").glob("*.yaml")}
-    for bb in ("wan2.1-t2v-14b", "opensora2", "cogvideox-5b-i2v", "aether", "vjepa-vith16-384", "dinov2-large", "fast3r"):
-        assert {f"{bb}_co3d", f"{bb}_dl3dv"} <= names
-    wan = load_sweep(CONFIGS / "paper" / "wan2.1-t2v-14b_co3d.yaml")
-    assert plan_cells(wan)[0].layer == 21 and plan_cells(wan)[0].timestep == 749
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a busy 2-core box are many times faster on one thread (no spinning)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
-def test_bad_sweep_config_is_refused(tmp_path):
-    p = tmp_path / "s.yaml"
-    p.write_text(yaml.safe_dump({"dataset": "d", "out": "o", "grid": {"backbones": ["no-such-model"]}}))
-    with pytest.raises(SweepError, match="no-such-model"):
-        plan_cells(load_sweep(p))
-    p.write_text(yaml.safe_dump({"dataset": "d", "out": "o", "grid": {"backbones": ["pixels"]}, "typo": 1}))
-    with pytest.raises(SweepError, match="typo"):
-        load_sweep(p)
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_synthetic_dataset(tmp_path_factory.mktemp("sweepdata") / "data", 5, num_frames=25, hw=(32, 56),
+                                   progress=False, test_fraction=0.4)
 
 
-def test_tiny_sweep_runs_skips_done_cells_and_survives_a_failing_cell(tmp_path, monkeypatch):
-    data = write_synthetic_dataset(tmp_path / "data", 5, num_frames=25, hw=(32, 56), progress=False, test_fraction=0.4)
-    hw = {"height": 32, "width": 56}
-    cfg = {
-        "dataset": str(data), "out": str(tmp_path / "sw"),
-        "grid": {"backbones": [{"name": "oracle", "kwargs": hw}, {"name": "pixels", "kwargs": hw}], "presets": ["tiny"], "seeds": [1, 2]},
+def _cfg(data, out, seeds=(1,), **train):
+    return {
+        "dataset": str(data), "out": str(out),
+        "grid": {"backbones": [{"name": "oracle", "kwargs": HW}, {"name": "pixels", "kwargs": HW}], "presets": ["tiny"],
+                 "seeds": list(seeds)},
         "train": {"epochs": 100, "max_steps": 3, "batch_size": 2, "out_hw": [16, 28], "device": "cpu",
-                  "sampler": {"num_frames": 4, "min_gap": 5, "max_frame": 25, "snap": 4}},
+                  "sampler": {"num_frames": 4, "min_gap": 5, "max_frame": 25, "snap": 4}, **train},
     }
-    calls = []
-    real_train = train_mod.train
 
-    def counting_train(c, *a, **k):
-        calls.append(c.name)
-        if c.name.startswith("pixels") and c.seed == 2:
-            raise RuntimeError("injected failure")
-        return real_train(c, *a, **k)
+
+def _spy(monkeypatch, fail=lambda cfg, calls: False):
+    """Count train/extract calls; ``fail(cfg, calls)`` decides whether a train call crashes."""
+    calls, extracts = [], []
+    real_train, real_extract = train_mod.train, extract_mod.extract_dataset
+
+    def counting_train(cfg, resume=False, **kw):
+        calls.append((cfg.name, resume))
+        if fail(cfg, calls):
+            real_train(cfg, resume=resume, stop_after_steps=1, **kw)  # one step and a checkpoint, then "crash"
+            raise RuntimeError("injected crash")
+        return real_train(cfg, resume=resume, **kw)
+
+    def counting_extract(bb, dataset, out, layers, timesteps, **kw):
+        extracts.append((getattr(bb, "spec", None) and bb.spec.name or bb, list(layers), list(timesteps)))
+        return real_extract(bb, dataset, out, layers, timesteps, **kw)
 
     monkeypatch.setattr(train_mod, "train", counting_train)
+    monkeypatch.setattr(extract_mod, "extract_dataset", counting_extract)
+    return calls, extracts
+
+
+def test_sweep_runs_skips_done_cells_and_aggregates_seeds(data, tmp_path, monkeypatch):
+    cfg = _cfg(data, tmp_path / "sw", seeds=(1, 2))
+    calls, extracts = _spy(monkeypatch)
     s = run_sweep(cfg, progress=False, echo=lambda *a: None)
-    assert len(s.done) == 3 and len(s.failed) == 1 and "injected failure" in next(iter(s.failed.values()))
+    assert sorted(s.done) == sorted(f"{b}_L1_Tnone_tiny_s{k}" for b in ("oracle", "pixels") for k in (1, 2)) and not s.failed
+    assert len(calls) == 4 and len(extracts) == 2  # one extraction per backbone, not per cell
     with ResultsDB(tmp_path / "sw" / "results.db") as db:
-        assert len(db.runs(status="done", kind="probe")) == 3
-    # the second invocation trains only the failed cell again
-    calls.clear()
-    monkeypatch.setattr(train_mod, "train", real_train)
+        runs = db.runs(status="done", kind="probe")
+        assert len(runs) == 4 and {r["seed"] for r in runs} == {1, 2} and {r["probe"] for r in runs} == {"tiny"}
+        assert all(db.get_metrics(r["run_id"])["point_err"] is not None for r in runs)
+    # the second invocation trains nothing and does not touch the features
+    calls.clear(), extracts.clear()
     s2 = run_sweep(cfg, progress=False, echo=lambda *a: None)
-    assert sorted(s2.skipped) == sorted(s.done) and s2.done == ["pixels_L1_Tnone_tiny_s2"]
-    rows = sweep_table(tmp_path / "sw" / "results.db")
-    by_bb = {r["backbone"]: r for r in rows}
-    assert by_bb["oracle"]["seeds"] == 2 and by_bb["pixels"]["seeds"] == 2
-    lo, hi = by_bb["oracle"]["point_err_ci"]
-    assert lo <= by_bb["oracle"]["point_err"] <= hi
+    assert calls == [] and extracts == [] and sorted(s2.skipped) == sorted(s.done) and not s2.done
+    # a changed training config is a new cell: not skipped
+    cfg2 = _cfg(data, tmp_path / "sw", seeds=(1,), max_steps=2)
+    cfg2["grid"]["backbones"] = cfg2["grid"]["backbones"][:1]
+    s3 = run_sweep(cfg2, progress=False, echo=lambda *a: None)
+    assert s3.done == ["oracle_L1_Tnone_tiny_s1"] and not s3.skipped and len(calls) == 1
+    # seeds aggregate: mean and 95% t-interval over the two seeds
+    table = sweep_table(tmp_path / "sw" / "results.db", probe="tiny")
+    assert sorted((r["backbone"], r["n"]) for r in table) == [("oracle", 1), ("oracle", 2), ("pixels", 2)]  # max_steps 2 is its own setting
+    rows = {(r["backbone"], r["n"]): r for r in table}
+    for b in ("oracle", "pixels"):
+        r = rows.get((b, 2))
+        assert r is not None and r["seeds"] == [1, 2]
+        with ResultsDB(tmp_path / "sw" / "results.db") as db:
+            vals = [db.get_metrics(x["run_id"])["point_err"] for x in db.runs(status="done", kind="probe", backbone=b, probe="tiny")
+                    if x["config"]["train"]["max_steps"] == 3]
+        assert len(vals) == 2 and r["point_err"] == pytest.approx(sum(vals) / 2)
+        assert r["point_err_ci_low"] < r["point_err"] < r["point_err_ci_high"]
+
+
+def test_a_crashed_cell_is_counted_and_resumes_on_the_next_run(data, tmp_path, monkeypatch):
+    cfg = _cfg(data, tmp_path / "sw", checkpoint_every=1)
+    crashed: list[str] = []
+
+    def fail(c, calls):
+        if c.name.startswith("pixels") and not crashed:
+            crashed.append(c.name)
+            return True
+        return False
+
+    calls, _ = _spy(monkeypatch, fail=fail)
+    s = run_sweep(cfg, progress=False, echo=lambda *a: None)
+    assert s.done == ["oracle_L1_Tnone_tiny_s1"] and list(s.failed) == ["pixels_L1_Tnone_tiny_s1"]
+    assert "injected crash" in s.failed["pixels_L1_Tnone_tiny_s1"]
+    calls.clear()
+    s2 = run_sweep(cfg, progress=False, echo=lambda *a: None)
+    assert calls == [("pixels_L1_Tnone_tiny_s1", True)]  # only the crashed cell, resumed from its checkpoint
+    assert s2.done == ["pixels_L1_Tnone_tiny_s1"] and s2.skipped == ["oracle_L1_Tnone_tiny_s1"]
+    with ResultsDB(tmp_path / "sw" / "results.db") as db:
+        (run,) = db.runs(status="done", kind="probe", backbone="pixels")
+        assert run["config"]["eval"]["step"] == 3  # trained to the end after the resume
+    # the CLI: dry run lists the plan with done cells marked; a failing cell makes the exit status 1
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    _load()
+    res = CliRunner().invoke(app, ["sweep", str(p), "--dry-run"])
+    assert res.exit_code == 0 and "[done] pixels_L1_Tnone_tiny_s1" in res.output and "ONE extraction" in res.output
+    res = CliRunner().invoke(app, ["sweep", str(p), "--table"])
+    assert res.exit_code == 0 and "oracle" in res.output and "point_err" in res.output
+
+
+def test_extraction_failure_fails_that_backbones_cells_only(data, tmp_path, monkeypatch):
+    cfg = _cfg(data, tmp_path / "sw")
+    cfg["grid"]["backbones"][0]["kwargs"] = {**HW, "no_such_option": 1}  # oracle's factory refuses it
+    cfg["consistency"] = {"max_queries": 50, "max_frame": 25}
+    s = run_sweep(cfg, progress=False, echo=lambda *a: None)
+    assert s.done == ["pixels_L1_Tnone_tiny_s1"] and list(s.failed) == ["oracle_L1_Tnone_tiny_s1"]
+    assert s.failed["oracle_L1_Tnone_tiny_s1"].startswith("extraction")
+    with ResultsDB(tmp_path / "sw" / "results.db") as db:  # the sweep also scored the features' consistency
+        (c,) = db.runs(status="done", kind="consistency")
+        (p,) = db.runs(status="done", kind="probe")
+        assert (c["backbone"], c["layer"], c["timestep"]) == (p["backbone"], p["layer"], p["timestep"]) == ("pixels", 1, None)
+        assert db.get_metrics(c["run_id"])["corr_err_px"] > 0
+    s2 = run_sweep(cfg, progress=False, echo=lambda *a: None)  # the consistency run is not repeated
+    with ResultsDB(tmp_path / "sw" / "results.db") as db:
+        assert len(db.runs(kind="consistency")) == 1 and s2.skipped == ["pixels_L1_Tnone_tiny_s1"]
+
+
+class _Temporal:
+    """A 'video model' whose feature of frame t mixes in the mean of the whole clip (so context matters)."""
+
+    spec = BackboneSpec(name="test-temporal", family="test", model_id=None, num_layers=1, default_layer=1,
+                        input_hw=(16, 16), num_frames=None, frame_layout="per-frame")
+
+    def extract(self, video, layers, timesteps=(None,), clip=None):
+        own = video.mean(1, keepdim=True).permute(0, 2, 3, 1)  # [T,H,W,1]
+        ctx = video.mean((0, 1))[None, :, :, None].expand_as(own)
+        return FeatureSet({(1, None): torch.cat([own, ctx], -1)}, torch.arange(video.shape[0]))
+
+
+def test_per_frame_wrapper_feeds_each_frame_alone(monkeypatch):
+    monkeypatch.setitem(bb_base._REGISTRY, "test-temporal", (_Temporal.spec, lambda **kw: _Temporal()))
+    video = torch.rand(5, 3, 16, 16)
+    whole = _Temporal().extract(video, [1]).maps[(1, None)]
+    pf = PerFrame("test-temporal")
+    assert pf.spec.name == "test-temporal+perframe" and pf._inner is None  # lazy: no model until needed
+    fs = pf.extract(video, [1], [None])
+    got = fs.maps[(1, None)]
+    assert got.shape == whole.shape and fs.frame_index.tolist() == list(range(5))
+    for t in range(5):
+        assert torch.equal(got[t], _Temporal().extract(video[t : t + 1], [1]).maps[(1, None)][0])
+    assert torch.equal(got[..., 0], whole[..., 0]) and not torch.allclose(got[..., 1], whole[..., 1])

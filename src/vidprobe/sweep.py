@@ -1,34 +1,48 @@
 """`vidprobe sweep CONFIG`: a grid of probing experiments, resumable, recorded in one results DB.
 
-Config (YAML)::
+Config (YAML; every field is checked, an unknown one is refused with its name)::
 
+    description: "..."               # free text
     dataset: /data/co3d_ref          # any layout vidprobe reads
     labels: /data/co3d_labels        # optional labels directory (VGGT pseudo-labels)
     out: sweeps/wan                  # features/ and runs/ go here
-    db: sweeps/wan/results.db
+    db: sweeps/wan/results.db        # default: OUT/results.db
     compat: clean                    # or reference (the release's camera AUC variant)
-    train: {epochs: 75, batch_size: 10, probe: {preset: reference}}   # any TrainConfig field
+    extract: {dtype: fp16, num_frames: 81, max_videos: null}   # extract_dataset options
+    train: {epochs: 75, batch_size: 10}                        # any TrainConfig field (base of every cell)
+    consistency: {max_queries: 500, max_videos: null}          # optional: also score feature consistency
     grid:
-      backbones:                     # name, or {name:, kwargs: {...}}
+      backbones:                     # a registered name, or a mapping:
         - wan2.1-t2v-14b
-      layers: [11, 21, 31]           # default: each backbone's reference layer
-      timesteps: [249, 749]          # default: the reference timestep (ignored for non-diffusion models)
-      presets: [reference]           # probe presets
+        - {name: cogvideox-5b-i2v, kwargs: {dtype: bf16}, layers: [11, 21, 31], timesteps: [0.25, 0.75]}
+        - {name: wan2.1-t2v-1.3b, per_frame: true}   # the video model fed one frame at a time
+      layers: [11, 21, 31]           # default for entries without their own; default: the spec's reference layer
+      timesteps: [249, 749]          # scheduler indices (int) or tau (float in (0, 1)); default: the spec's;
+                                     # ignored for models without timesteps
+      presets: [reference]           # probe presets (vidprobe.probe.config.ProbeConfig.preset)
       seeds: [42]
 
-Each backbone is extracted ONCE for all its layers and timesteps (one pass
-per video and timestep, all layers hooked); then every cell (layer, timestep,
-preset, seed) is trained and evaluated. Cells already in the DB are skipped;
-a cell whose training was interrupted resumes from its last checkpoint; a
-failing cell is reported and counted, and the sweep goes on.
+Each backbone entry is extracted ONCE for all its layers and timesteps (one
+forward pass per video and timestep with every layer hooked, one
+``extract_dataset`` call); then every cell (layer, timestep, preset, seed) is
+trained and evaluated into the DB. A cell whose run (same backbone, dataset,
+layer, timestep, preset, seed, training config and camera-metric mode) is
+already in the DB is skipped; a cell whose training was interrupted resumes
+from its last checkpoint; a failing cell is logged and counted and the sweep
+goes on. :func:`sweep_table` aggregates the seeds of each cell into a mean and
+a 95% Student-t interval.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
+import json
+import math
 import traceback
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +51,55 @@ import yaml
 
 from vidprobe.cli import app
 
+SWEEP_FIELDS = ("description", "dataset", "labels", "out", "db", "compat", "extract", "train", "consistency", "grid")
+GRID_FIELDS = ("backbones", "layers", "timesteps", "presets", "seeds")
+ENTRY_FIELDS = ("name", "kwargs", "layers", "timesteps", "per_frame", "label", "num_frames")
+EXTRACT_FIELDS = ("dtype", "num_frames", "max_videos", "fail_fast")
+CONSISTENCY_FIELDS = ("max_queries", "max_videos", "frames", "max_frame", "split")
+# fields of the train section the sweep sets per cell (a base value would be overwritten silently)
+CELL_OWNED = ("features", "dataset", "labels", "layer", "timestep", "name", "out", "seed")
+
 
 class SweepError(ValueError):
     pass
 
 
+def _short_hash(obj: Any, n: int = 8) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    """One backbone of the grid: what to instantiate and where its features go."""
+
+    name: str  # registered backbone name
+    kwargs: dict
+    per_frame: bool
+    label: str  # the name recorded in the store manifest and the DB (name, or name+perframe)
+    layers: tuple[int, ...]
+    timesteps: tuple[int | None, ...]
+    num_frames: int | None = None  # frames fed per video (None: all)
+    default_frames: bool = True  # num_frames is the spec's (the store name then carries no hash for it)
+
+    @property
+    def features_key(self) -> str:
+        extra = {"kwargs": self.kwargs} if self.kwargs else {}
+        if not self.default_frames:
+            extra["num_frames"] = self.num_frames
+        return self.label if not extra else f"{self.label}-{_short_hash(extra)}"
+
+
 @dataclass
 class Cell:
-    backbone: str
-    kwargs: dict
+    entry: BackboneEntry
     layer: int
     timestep: int | None
     preset: str
     seed: int
+
+    @property
+    def backbone(self) -> str:
+        return self.entry.label
 
     @property
     def name(self) -> str:
@@ -63,10 +113,25 @@ class SweepSummary:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    consistency: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------
+# config
+
+
+def _check_keys(where: str, d: Any, allowed: tuple[str, ...]) -> dict:
+    if not isinstance(d, dict):
+        raise SweepError(f"{where}: expected a mapping, got {d!r}")
+    bad = sorted(set(d) - set(allowed))
+    if bad:
+        raise SweepError(f"{where}: unknown field(s) {bad}; known: {sorted(allowed)}")
+    return d
 
 
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> dict:
-    from vidprobe.probe.train import set_by_path
+    """Read and check a sweep YAML (``--set key=value`` overrides dotted fields)."""
+    from vidprobe.probe.train import ConfigError, set_by_path
 
     p = Path(path)
     try:
@@ -75,148 +140,379 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> dict:
         raise SweepError(f"sweep config not found: {p}") from None
     except yaml.YAMLError as e:
         raise SweepError(f"{p}: invalid YAML: {e}") from None
+    if not isinstance(cfg, dict):
+        raise SweepError(f"{p}: expected a mapping at the top level")
     for ov in overrides or []:
         if "=" not in ov:
             raise SweepError(f"--set expects key=value, got {ov!r}")
         k, v = ov.split("=", 1)
-        set_by_path(cfg, k.strip(), yaml.safe_load(v))
-    known = {"dataset", "labels", "out", "db", "compat", "train", "grid", "description"}
-    bad = sorted(set(cfg) - known)
-    if bad:
-        raise SweepError(f"{p}: unknown field(s) {bad}; known: {sorted(known)}")
+        try:
+            set_by_path(cfg, k.strip(), yaml.safe_load(v))
+        except ConfigError as e:
+            raise SweepError(str(e)) from None
+    return check_sweep(cfg, str(p))
+
+
+def check_sweep(cfg: dict, where: str = "sweep config") -> dict:
+    """Validate a sweep config mapping (fields, grid, train section) and return it."""
+    from vidprobe.probe.train import ConfigError, TrainConfig
+
+    _check_keys(where, cfg, SWEEP_FIELDS)
     for req in ("dataset", "out", "grid"):
-        if req not in cfg:
-            raise SweepError(f"{p}: field '{req}' is required")
-    gbad = sorted(set(cfg["grid"]) - {"backbones", "layers", "timesteps", "presets", "seeds"})
-    if gbad:
-        raise SweepError(f"{p}: unknown grid field(s) {gbad}")
-    if not cfg["grid"].get("backbones"):
-        raise SweepError(f"{p}: grid.backbones must list at least one backbone")
+        if not cfg.get(req):
+            raise SweepError(f"{where}: field '{req}' is required")
+    g = _check_keys(f"{where}: grid", cfg["grid"], GRID_FIELDS)
+    if not g.get("backbones"):
+        raise SweepError(f"{where}: grid.backbones must list at least one backbone")
+    for k in ("layers", "timesteps", "presets", "seeds"):
+        if g.get(k) is not None and not isinstance(g[k], list):
+            raise SweepError(f"{where}: grid.{k} must be a list, got {g[k]!r}")
+    if cfg.get("compat", "clean") not in ("clean", "reference"):
+        raise SweepError(f"{where}: field 'compat' must be clean or reference, got {cfg['compat']!r}")
+    _check_keys(f"{where}: extract", cfg.get("extract") or {}, EXTRACT_FIELDS)
+    if cfg.get("consistency") not in (None, False, True):
+        _check_keys(f"{where}: consistency", cfg["consistency"], CONSISTENCY_FIELDS)
+    train = _check_keys(f"{where}: train", cfg.get("train") or {}, tuple(TrainConfig.__dataclass_fields__))
+    owned = sorted(set(train) & set(CELL_OWNED))
+    if owned:
+        raise SweepError(f"{where}: train.{owned[0]} is set per cell by the sweep (use the top-level field or the grid)")
+    if isinstance(train.get("probe"), dict) and "preset" in train["probe"]:
+        raise SweepError(f"{where}: train.probe.preset is set per cell: list presets in grid.presets")
+    try:  # every train field is a valid TrainConfig field with a valid value
+        TrainConfig.from_dict({**train, "features": "-", "dataset": "-"})
+    except ConfigError as e:
+        raise SweepError(f"{where}: train: {e}") from None
     return cfg
 
 
-def plan_cells(cfg: dict) -> list[Cell]:
+def _timestep_index(t: Any, where: str) -> int:
+    from vidprobe.features.extract import _as_index
+
+    if isinstance(t, bool) or not isinstance(t, (int, float)):
+        raise SweepError(f"{where}: timesteps must be scheduler indices (int) or tau values (float), got {t!r}")
+    i = _as_index(t)
+    if not 0 <= i <= 1000:
+        raise SweepError(f"{where}: timestep {t!r} is outside the 1000-step schedule")
+    return i
+
+
+def backbone_entries(cfg: dict) -> list[BackboneEntry]:
+    """The grid's backbones with their resolved layers and timesteps (registered names only)."""
     from vidprobe.backbones.base import registry
 
     reg = registry()
     g = cfg["grid"]
-    cells = []
-    for b in g["backbones"]:
-        name, kwargs = (b, {}) if isinstance(b, str) else (b["name"], dict(b.get("kwargs", {})))
+    out: list[BackboneEntry] = []
+    for i, b in enumerate(g["backbones"]):
+        where = f"grid.backbones[{i}]"
+        if isinstance(b, str):
+            b = {"name": b}
+        _check_keys(where, b, ENTRY_FIELDS)
+        name = b.get("name")
         if name not in reg:
-            raise SweepError(f"grid.backbones: unknown backbone {name!r}; see `vidprobe backbones`")
+            raise SweepError(f"{where}: unknown backbone {name!r}; see `vidprobe backbones`")
         spec = reg[name][0]
-        layers = g.get("layers") or [spec.default_layer]
-        ts = [None] if spec.default_timestep is None else (g.get("timesteps") or [spec.default_timestep])
-        for layer, t, preset, seed in itertools.product(layers, ts, g.get("presets") or ["reference"], g.get("seeds") or [42]):
-            cells.append(Cell(name, kwargs, int(layer), t, str(preset), int(seed)))
+        kwargs = dict(b.get("kwargs") or {})
+        per_frame = bool(b.get("per_frame", False))
+        layers = b.get("layers") or g.get("layers") or [spec.default_layer]
+        for lay in layers:
+            if isinstance(lay, bool) or not isinstance(lay, int) or not (lay == -1 or 1 <= lay <= spec.num_layers):
+                raise SweepError(f"{where}: layer {lay!r} out of range for {name} (1..{spec.num_layers}, or -1 = last)")
+        if spec.default_timestep is None:
+            ts: list[int | None] = [None]
+        else:
+            ts = [_timestep_index(t, where) for t in (b.get("timesteps") or g.get("timesteps") or [spec.default_timestep])]
+        label = b.get("label") or (f"{name}+perframe" if per_frame else name)
+        nf = b.get("num_frames", (cfg.get("extract") or {}).get("num_frames", spec.num_frames))
+        if nf is not None and (isinstance(nf, bool) or not isinstance(nf, int) or nf < 1):
+            raise SweepError(f"{where}: num_frames must be a positive integer or null, got {nf!r}")
+        out.append(BackboneEntry(name, kwargs, per_frame, str(label), tuple(dict.fromkeys(int(x) for x in layers)),
+                                 tuple(dict.fromkeys(ts)), nf, nf == spec.num_frames))
+    keys = [e.features_key for e in out]
+    dup = sorted({k for k in keys if keys.count(k) > 1})
+    if dup:
+        raise SweepError(f"grid.backbones: {dup[0]} is listed twice (give the entries different kwargs or a 'label')")
+    return out
+
+
+def plan_cells(cfg: dict) -> list[Cell]:
+    g = cfg["grid"]
+    cells = []
+    for e in backbone_entries(cfg):
+        for layer, t, preset, seed in itertools.product(e.layers, e.timesteps, g.get("presets") or ["reference"], g.get("seeds") or [42]):
+            cells.append(Cell(e, layer, t, str(preset), int(seed)))
+    names = [c.name for c in cells]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise SweepError(f"grid: cell {dup[0]} appears twice (give one of the backbone entries a distinct 'label')")
     return cells
 
 
-def run_sweep(cfg: dict, dry_run: bool = False, progress: bool = True, echo=print) -> SweepSummary:
+def cell_train_config(cfg: dict, cell: Cell):
+    """The TrainConfig of one cell and its hash (over everything that shapes the result)."""
+    from vidprobe.probe.train import TrainConfig
+
+    out = Path(cfg["out"])
+    t = copy.deepcopy(cfg.get("train") or {})
+    probe = dict(t.pop("probe", None) or {})
+    probe["preset"] = cell.preset
+    t.update(features=str(out / "features" / cell.entry.features_key), dataset=str(cfg["dataset"]), labels=cfg.get("labels"),
+             layer=cell.layer, timestep=cell.timestep, seed=cell.seed, probe=probe, name=cell.name, out="-")
+    tc = TrainConfig.from_dict(t)
+    h = train_hash(tc.to_dict(), cfg.get("compat", "clean"))
+    tc.out = str(out / "runs" / f"{cell.name}-{h[:8]}")
+    return tc, h
+
+
+def train_hash(train_dict: dict, compat: str) -> str:
+    d = {k: v for k, v in train_dict.items() if k not in ("out", "name")}
+    return _short_hash({"train": d, "compat": compat}, 64)
+
+
+def find_done(db, cfg: dict, cell: Cell, h: str) -> dict | None:
+    """The finished probe run of this cell with the same training config, or None."""
+    for r in reversed(db.runs(status="done", kind="probe", backbone=cell.backbone, dataset=str(cfg["dataset"]),
+                              layer=cell.layer, timestep=cell.timestep, probe=cell.preset, seed=cell.seed)):
+        c = r.get("config") or {}
+        if "train" in c and train_hash(c["train"], (c.get("eval") or {}).get("compat", "clean")) == h:
+            return r
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# a video model fed one frame at a time
+
+
+class PerFrame:
+    """Wrap a backbone so that every frame is fed alone (a clip of length 1) instead of the whole video.
+
+    The temporal-reasoning control: the same weights, with no other frame to attend to. Each frame
+    costs one forward pass (and, for diffusion models, one VAE encoding and its own noise draw).
+    The inner backbone is built on the first call, so a finished store never loads the model.
+    """
+
+    def __init__(self, name: str, kwargs: dict | None = None, label: str | None = None):
+        from vidprobe.backbones.base import registry
+
+        base, self._factory = registry()[name]
+        self._kwargs = dict(kwargs or {})
+        self._inner = None
+        self.spec = replace(base, name=label or f"{name}+perframe", num_frames=None,
+                            frame_layout=f"per-frame (each frame fed alone to {name})",
+                            description=f"{name} fed one frame at a time. {base.description}")
+
+    def extract(self, video, layers, timesteps=(None,), clip=None):
+        import torch
+
+        from vidprobe.backbones.base import FeatureSet
+
+        if self._inner is None:
+            self._inner = self._factory(**self._kwargs)
+        maps: dict = {}
+        for t in range(video.shape[0]):
+            fs = self._inner.extract(video[t : t + 1], layers, timesteps, clip=None if clip is None else clip.select([t]))
+            n = int(fs.frame_index[0])
+            for k, v in fs.maps.items():
+                maps.setdefault(k, []).append(v[n : n + 1])
+        return FeatureSet({k: torch.cat(v) for k, v in maps.items()}, torch.arange(video.shape[0]),
+                          info={"layout": self.spec.frame_layout})
+
+
+# ----------------------------------------------------------------------------------------------
+# the run
+
+
+def run_sweep(cfg: dict, dry_run: bool = False, progress: bool = True, echo: Callable[[str], Any] = print) -> SweepSummary:
+    """Run (or with ``dry_run`` only print) every cell of a checked sweep config."""
     from vidprobe.features.extract import extract_dataset
+    from vidprobe.probe import train as train_mod
     from vidprobe.probe.evaluate import evaluate_run
-    from vidprobe.probe.train import TrainConfig, find_checkpoint, train
     from vidprobe.results import ResultsDB
 
     cells = plan_cells(cfg)
     out = Path(cfg["out"])
     db_path = Path(cfg.get("db") or out / "results.db")
+    ext = {k: v for k, v in (cfg.get("extract") or {}).items() if k != "num_frames"}  # num_frames: per entry
     summary = SweepSummary()
+    plans = [(c, *cell_train_config(cfg, c)) for c in cells]
     echo(f"[sweep] {len(cells)} cells -> {out} (results: {db_path})")
-    if dry_run:
-        for c in cells:
-            echo(f"  {c.name}")
-        return summary
-    by_bb: dict[str, list[Cell]] = {}
-    for c in cells:
-        by_bb.setdefault(c.backbone, []).append(c)
-    for bb, bcells in by_bb.items():
+    by_entry: dict[str, list] = {}
+    for p in plans:
+        by_entry.setdefault(p[0].entry.features_key, []).append(p)
+
+    def done_in_db(group) -> set[str]:
+        if not db_path.exists():
+            return set()
         with ResultsDB(db_path) as db:
-            todo = [c for c in bcells if db.find_run(kind="probe", name=c.name, status="done") is None]
-        summary.skipped += [c.name for c in bcells if c not in todo]
+            return {c.name for c, _, h in group if find_done(db, cfg, c, h) is not None}
+
+    if dry_run:
+        for key, group in by_entry.items():
+            e = group[0][0].entry
+            done = done_in_db(group)
+            echo(f"  {e.label}{' ' + json.dumps(e.kwargs) if e.kwargs else ''}: ONE extraction of layers {list(e.layers)} x "
+                 f"timesteps {list(e.timesteps)}, {e.num_frames or 'all'} frames per video -> {out / 'features' / key}")
+            for c, tc, _ in group:
+                echo(f"    {'[done] ' if c.name in done else ''}{c.name} -> {tc.out}")
+        return summary
+
+    for key, group in by_entry.items():
+        e = group[0][0].entry
+        done = done_in_db(group)
+        summary.skipped += [c.name for c, _, _ in group if c.name in done]
+        todo = [p for p in group if p[0].name not in done]
         if not todo:
-            echo(f"[sweep] {bb}: all {len(bcells)} cells already in the DB")
-            continue
-        feats = out / "features" / bb
-        layers = sorted({c.layer for c in todo})
-        ts = sorted({c.timestep for c in todo}, key=lambda x: (x is None, x))
-        echo(f"[sweep] {bb}: extracting layers {layers} x timesteps {ts} in one pass per video")
-        try:
-            extract_dataset(bb, cfg["dataset"], feats, layers, ts, backbone_kwargs=todo[0].kwargs, progress=progress)
-        except Exception as e:  # noqa: BLE001 - one backbone failing must not stop the sweep
-            for c in todo:
-                summary.failed[c.name] = f"extraction: {type(e).__name__}: {e}"
-            echo(f"[sweep] {bb}: extraction FAILED: {e}")
-            continue
-        for c in todo:
+            echo(f"[sweep] {e.label}: all {len(group)} cells already in the DB")
+        else:
+            feats = out / "features" / key
+            layers = sorted({c.layer for c, _, _ in todo})
+            ts = sorted({c.timestep for c, _, _ in todo}, key=lambda x: (x is None, x))
+            echo(f"[sweep] {e.label}: extracting layers {layers} x timesteps {ts} in one pass per video -> {feats}")
             try:
-                tcfg = copy.deepcopy(cfg.get("train") or {})
-                probe = dict(tcfg.pop("probe", {}) or {})
-                probe["preset"] = c.preset
-                tcfg.update(
-                    features=str(feats), dataset=cfg["dataset"], labels=cfg.get("labels"), layer=c.layer,
-                    timestep=c.timestep, name=c.name, out=str(out / "runs" / c.name), seed=c.seed, probe=probe,
-                )
-                run_cfg = TrainConfig.from_dict(tcfg)
-                resume = find_checkpoint(Path(run_cfg.out), "last") is not None
-                echo(f"[sweep] {c.name}: {'resuming' if resume else 'training'}")
-                train(run_cfg, resume=resume, progress=progress)
-                evaluate_run(run_cfg.out, which="last", compat=cfg.get("compat", "clean"), db_path=db_path, progress=progress)
-                summary.done.append(c.name)
-            except Exception as e:  # noqa: BLE001
-                summary.failed[c.name] = f"{type(e).__name__}: {e}"
-                echo(f"[sweep] {c.name} FAILED: {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
-    echo(f"[sweep] done: {len(summary.done)} trained, {len(summary.skipped)} already in the DB, {len(summary.failed)} failed")
+                bb = PerFrame(e.name, e.kwargs, e.label) if e.per_frame else e.name
+                es = extract_dataset(bb, cfg["dataset"], feats, layers, ts, backbone_kwargs=e.kwargs,
+                                     num_frames=e.num_frames, progress=progress, **ext)
+                if es.skipped:
+                    echo(f"[sweep] {e.label}: {len(es.skipped)} video(s) skipped during extraction (see the log)")
+            except Exception as ex:  # noqa: BLE001 - one backbone failing must not stop the sweep
+                for c, _, _ in todo:
+                    summary.failed[c.name] = f"extraction: {type(ex).__name__}: {ex}"
+                echo(f"[sweep] {e.label}: extraction FAILED: {type(ex).__name__}: {ex}")
+                continue
+            for c, tc, _ in todo:
+                try:
+                    resume = train_mod.find_checkpoint(Path(tc.out), "last") is not None
+                    echo(f"[sweep] {c.name}: {'resuming' if resume else 'training'} -> {tc.out}")
+                    train_mod.train(tc, resume=resume, progress=progress)
+                    evaluate_run(tc.out, which="last", compat=cfg.get("compat", "clean"), db_path=db_path, progress=progress)
+                    summary.done.append(c.name)
+                except Exception as ex:  # noqa: BLE001 - a failing cell is counted; the sweep goes on
+                    summary.failed[c.name] = f"{type(ex).__name__}: {ex}"
+                    echo(f"[sweep] {c.name} FAILED: {type(ex).__name__}: {ex}\n{traceback.format_exc(limit=-3)}")
+        if cfg.get("consistency"):
+            _run_consistency(cfg, e, group, db_path, summary, progress, echo)
+    echo(f"[sweep] done: {len(summary.done)} trained, {len(summary.skipped)} already in the DB, {len(summary.failed)} failed"
+         + (f", {len(summary.consistency)} consistency scores" if summary.consistency else ""))
     for k, v in summary.failed.items():
         echo(f"  failed {k}: {v}")
     return summary
 
 
-def sweep_table(db_path: str | Path, metrics=("point_err", "depth_err", "auc_5", "auc_30")) -> list[dict[str, Any]]:
-    """Rows per (backbone, layer, timestep, probe) with each metric's mean and 95% t-interval over seeds."""
+def _run_consistency(cfg, e: BackboneEntry, group, db_path: Path, summary: SweepSummary, progress: bool, echo) -> None:
+    from vidprobe.consistency import record_consistency
+
+    opts = dict(cfg["consistency"]) if isinstance(cfg["consistency"], dict) else {}
+    sampler = (cfg.get("train") or {}).get("sampler") or {}  # score the views the probe sees
+    opts.setdefault("frames", int(sampler.get("num_frames", 4)))
+    opts.setdefault("max_frame", int(sampler.get("max_frame", 76)))
+    feats = Path(cfg["out"]) / "features" / e.features_key
+    if not (feats / "manifest.json").exists():
+        return
+    for layer, t in sorted({(c.layer, c.timestep) for c, _, _ in group}, key=str):
+        what = f"consistency {e.label} L{layer} T{t}"
+        try:
+            rid = record_consistency(db_path, feats, cfg["dataset"], layer=layer, timestep=t, labels=cfg.get("labels"),
+                                     progress=progress, skip_done=True, **opts)
+            summary.consistency.append(what)
+            echo(f"[sweep] {what}: run {rid}")
+        except Exception as ex:  # noqa: BLE001
+            summary.failed[what] = f"{type(ex).__name__}: {ex}"
+            echo(f"[sweep] {what} FAILED: {type(ex).__name__}: {ex}")
+
+
+# ----------------------------------------------------------------------------------------------
+# tables
+
+
+DEFAULT_METRICS = ("point_err", "depth_err", "auc_5", "auc_30")
+
+
+def sweep_table(db_path: str | Path, metrics=DEFAULT_METRICS, confidence: float = 0.95, **filters: Any) -> list[dict[str, Any]]:
+    """One row per setting: each metric's mean over seeds with a Student-t interval.
+
+    A setting is (backbone, dataset, layer, timestep, probe preset, training config without the seed,
+    camera-metric mode); its short hash is ``setting``. Row keys: the cell fields, ``setting``, ``seeds`` (sorted list), ``n`` (how many), and per metric ``<m>`` (mean),
+    ``<m>_ci_low``, ``<m>_ci_high`` (NaN with fewer than 2 seeds). When a seed was evaluated several
+    times, its latest run counts. ``filters`` select runs as :meth:`ResultsDB.runs` does.
+    """
     from vidprobe.metrics.stats import mean_ci_t
     from vidprobe.results import ResultsDB
 
     with ResultsDB(db_path) as db:
-        rows = db.table(metrics=list(metrics), kind="probe")
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r.get("backbone"), r.get("layer"), r.get("timestep"), r.get("probe")), []).append(r)
+        rows = db.table(metrics=list(metrics), kind="probe", **filters)
+        configs = {r["run_id"]: r["config"] for r in db.runs(status="done", kind="probe", **filters)}
+    groups: dict[tuple, dict[Any, dict]] = {}
+    for r in rows:  # ordered by run_id: a later run of the same seed replaces an earlier one
+        key = (r.get("backbone"), r.get("dataset"), r.get("layer"), r.get("timestep"), r.get("probe"),
+               _setting_hash(configs.get(r["run_id"]) or {}))
+        groups.setdefault(key, {})[r.get("seed")] = r
     out = []
-    for (bb, layer, t, probe), rs in groups.items():
-        row: dict[str, Any] = {"backbone": bb, "layer": layer, "timestep": t, "probe": probe, "seeds": len(rs)}
+    for (bb, ds, layer, t, probe, setting), by_seed in groups.items():
+        rs = list(by_seed.values())
+        row: dict[str, Any] = {"backbone": bb, "dataset": ds, "layer": layer, "timestep": t, "probe": probe,
+                               "setting": setting, "seeds": sorted(by_seed, key=lambda s: (s is None, s)), "n": len(rs)}
         for m in metrics:
-            vals = [r[m] for r in rs if r.get(m) is not None]
-            if not vals:
-                row[m] = None
-                continue
-            ci = mean_ci_t(vals)
-            row[m] = ci.estimate
-            row[f"{m}_ci"] = (ci.low, ci.high)
+            ci = mean_ci_t([r[m] for r in rs if r.get(m) is not None], confidence)
+            row[m], row[f"{m}_ci_low"], row[f"{m}_ci_high"] = ci.estimate, ci.low, ci.high
         out.append(row)
     return out
+
+
+def _setting_hash(config: dict) -> str:
+    """What makes runs seeds of one setting: their training config without seed, name and run dir, plus the metric mode."""
+    train = {k: v for k, v in (config.get("train") or {}).items() if k not in ("seed", "name", "out")}
+    return _short_hash({"train": train, "compat": (config.get("eval") or {}).get("compat", "clean")})
+
+
+def format_sweep_table(rows: list[dict], metrics=DEFAULT_METRICS) -> str:
+    def f(r, m):
+        v, lo, hi = r.get(m), r.get(f"{m}_ci_low"), r.get(f"{m}_ci_high")
+        if v is None or math.isnan(v):
+            return "-"
+        return f"{v:.4f}" if lo is None or math.isnan(lo) else f"{v:.4f} [{lo:.4f}, {hi:.4f}]"
+
+    head = ["backbone", "layer", "timestep", "probe", "n"] + list(metrics)
+    lines = [" | ".join(head), " | ".join("---" for _ in head)]
+    for r in rows:
+        lines.append(" | ".join([str(r["backbone"]), str(r["layer"]), str(r["timestep"]), str(r["probe"]), str(r["n"])]
+                                + [f(r, m) for m in metrics]))
+    return "\n".join(lines)
 
 
 @app.command()
 def sweep(
     config: Path = typer.Argument(..., help="Sweep YAML (see configs/paper/ and configs/studies/)."),
     set_: list[str] = typer.Option([], "--set", help="Override a field, e.g. --set dataset=/data/co3d_ref --set train.epochs=10"),
-    dry_run: bool = typer.Option(False, help="Print the cells and exit."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (extractions and cells, [done] ones marked) and exit."),
+    table: bool = typer.Option(False, "--table", help="Only print the seed-aggregated table of the sweep's DB."),
     progress: bool = typer.Option(True, help="Progress bars."),
+    threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default). 1 avoids the thread spinning that "
+                                "slows tiny CPU models many times on a busy machine."),
 ) -> None:
     """Run a grid of backbones x layers x timesteps x probe presets x seeds.
 
     Extracts each backbone once (all layers and timesteps in one pass per
     video), trains and evaluates every cell into the results DB, skips cells
     already there, resumes interrupted ones, and reports failed cells without
-    stopping.
+    stopping (exit status 1 when any cell failed).
     """
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
     try:
         cfg = load_sweep(config, set_)
+        db_path = Path(cfg.get("db") or Path(cfg["out"]) / "results.db")
+        if table:
+            if not db_path.exists():
+                raise SweepError(f"no results DB at {db_path} yet")
+            typer.echo(format_sweep_table(sweep_table(db_path)))
+            return
         s = run_sweep(cfg, dry_run=dry_run, progress=progress, echo=typer.echo)
     except SweepError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    if s.failed and not s.done and not s.skipped:
+    if not dry_run and (s.done or s.skipped) and db_path.exists():
+        typer.echo(format_sweep_table(sweep_table(db_path)))
+    if s.failed:
         raise typer.Exit(1)

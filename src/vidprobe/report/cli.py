@@ -15,6 +15,9 @@ def report(
     out: Path = typer.Option(Path("report"), "--out", "-o", help="Output directory for report.html, report.md, figures/ and clouds/."),
     split: str = typer.Option("test", help="Which split's metrics to show."),
     clips_per_run: int = typer.Option(1, help="Saved evaluation clips to render per run (depth panels, point clouds, GLB)."),
+    runs_root: Path = typer.Option(None, "--runs-root", help="Where the run directories are now, when they moved since "
+                                   "the database was written (looked up by run directory name)."),
+    title: str = typer.Option("vidprobe report", help="Page title."),
 ) -> None:
     """Write a self-contained HTML report and a Markdown report from a results database.
 
@@ -24,10 +27,11 @@ def report(
     point clouds with camera frusta (PNG in the page, GLB files beside it).
     """
     from vidprobe.report.html import write_report
+    from vidprobe.results import ResultsDBError
 
     try:
-        paths = write_report(db, out, split=split, clips_per_run=clips_per_run)
-    except FileNotFoundError as e:
+        paths = write_report(db, out, split=split, clips_per_run=clips_per_run, runs_root=runs_root, title=title)
+    except (FileNotFoundError, ResultsDBError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"wrote {paths['html']} and {paths['md']}")

@@ -1,30 +1,33 @@
 """`vidprobe report RESULTS.db`: a self-contained HTML page plus Markdown.
 
-Sections: the benchmark table in the published layout (with the published
-numbers alongside where a backbone matches a published model), a layer x
-timestep heat map when a backbone has several cells, a radar chart across
-metrics, training curves, per-clip error histograms, feature consistency vs
-probe error (when consistency runs exist), and for a few clips per run:
-input frames with GT / predicted depth and confidence, point clouds with
-camera frusta as PNG renders plus PLY and GLB files.
+Sections: the benchmark table in the published layout (rows = model cells,
+columns = Point Err x10 / Depth Err / AUC@5 / AUC@30 per dataset, with 95%
+intervals, and the published numbers in a grey row under every row whose
+backbone matches a published model), a layer x timestep heat map when a
+backbone has several cells, a radar chart across metrics, training curves,
+per-clip error histograms, feature consistency vs probe error (only when
+consistency runs exist), and for a few saved evaluation clips per run: input
+frames with GT / predicted depth and confidence, point clouds with camera
+frusta as PNG renders plus PLY and GLB files beside the page.
+
+The HTML embeds every image as a base64 PNG: it needs no other file and no
+network. The Markdown links the same PNGs under ``figures/``.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
+import json
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from vidprobe.atomic import atomic_write_text  # noqa: E402
-from vidprobe.report.published import PUBLISHED, published_row  # noqa: E402
+from vidprobe.atomic import atomic_write_bytes, atomic_write_text
+from vidprobe.report import plots
+from vidprobe.report.plots import run_label
+from vidprobe.report.published import PUBLISHED, dataset_kind, published_row
 
 TABLE = [  # (metric, header, scale, lower is better)
     ("point_err", "Point Err x10", 10.0, True),
@@ -32,38 +35,40 @@ TABLE = [  # (metric, header, scale, lower is better)
     ("auc_5", "AUC@5", 1.0, False),
     ("auc_30", "AUC@30", 1.0, False),
 ]
-RADAR = ["point_err", "depth_err", "abs_rel", "auc_5", "auc_30", "rra_15", "rta_15"]
-LOWER_BETTER = {"point_err", "point_err_unweighted", "depth_err", "abs_rel", "rmse", "corr_err_px"}
+DATASET_NAMES = {"co3d": "CO3Dv2", "dl3dv": "DL3DV"}
 
 
-def _png(fig) -> str:
-    b = io.BytesIO()
-    fig.savefig(b, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(b.getvalue()).decode()
-
-
-def _img(b64: str, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
-
-
-def _fmt(v, scale=1.0) -> str:
+def _fmt(v, scale: float = 1.0) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v * scale:.3f}"
 
 
-def _run_label(r: dict) -> str:
-    lab = r.get("backbone") or r.get("name") or f"run {r['run_id']}"
-    extra = []
-    if r.get("layer") is not None:
-        extra.append("Llast" if r["layer"] == -1 else f"L{r['layer']}")
-    if r.get("timestep") is not None:
-        extra.append(f"t{r['timestep']}")
-    if r.get("seed") is not None:
-        extra.append(f"s{r['seed']}")
-    return f"{lab} ({', '.join(extra)})" if extra else lab
+def fmt_ci(v, lo, hi, scale: float = 1.0) -> str:
+    """``0.300 [0.270, 0.330]``; the interval is left out when either bound is unknown."""
+    s = _fmt(v, scale)
+    if s == "-" or lo is None or hi is None or any(isinstance(x, float) and math.isnan(x) for x in (lo, hi)):
+        return s
+    return f"{s} [{_fmt(lo, scale)}, {_fmt(hi, scale)}]"
+
+
+def dataset_label(dataset: str | None) -> str:
+    """Display name of a run's dataset: CO3Dv2 / DL3DV / synthetic / the directory name."""
+    kind = dataset_kind(dataset)
+    if kind:
+        return DATASET_NAMES[kind]
+    if not dataset:
+        return "?"
+    p = Path(dataset)
+    try:
+        info = json.loads((p / "dataset.json").read_text())
+        if isinstance(info, dict) and "synthetic" in json.dumps(info.get("generator", ""))[:200].lower():
+            return "synthetic"
+    except (OSError, ValueError):
+        pass
+    return p.name or str(dataset)
 
 
 def load_runs(db_path: Path, split: str = "test") -> list[dict]:
+    """Every finished probe run (metrics, intervals, curves, per-clip Point Err) and consistency run."""
     from vidprobe.results import ResultsDB
 
     out = []
@@ -75,276 +80,281 @@ def load_runs(db_path: Path, split: str = "test") -> list[dict]:
             r["curves"] = {n: db.curve(r["run_id"], n) for n in db.curve_names(r["run_id"])}
             r["clips"] = db.clip_metrics(r["run_id"], "point_err", split=split)
             out.append(r)
-        consistency = [
-            {**r, "metrics": db.get_metrics(r["run_id"], split=split)} for r in db.runs(status="done", kind="consistency")
-        ]
-    return out + [dict(c, kind="consistency") for c in consistency]
+        for r in db.runs(status="done", kind="consistency"):
+            r["metrics"] = db.get_metrics(r["run_id"], split=split)
+            out.append(r)
+    return out
 
 
-def benchmark_rows(runs: list[dict]) -> list[dict]:
+def benchmark_table(runs: list[dict]) -> tuple[list[str], list[dict]]:
+    """The published layout: ``(datasets, rows)``.
+
+    A row is one cell (backbone, layer, timestep, probe) with, per dataset, each
+    TABLE metric formatted as ``value [low, high]``: one seed shows the run's
+    bootstrap interval over clips, several seeds show their mean and Student-t
+    interval. ``row["published"][dataset]`` holds the published numbers where
+    the backbone matches a published model on that dataset.
+    """
+    from vidprobe.metrics.stats import mean_ci_t
+
+    probe = [r for r in runs if r.get("kind", "probe") == "probe"]
+    order = {"CO3Dv2": 0, "DL3DV": 1}
+    datasets = sorted({dataset_label(r.get("dataset")) for r in probe}, key=lambda d: (order.get(d, 2), d))
+    cells: dict[tuple, dict[str, list[dict]]] = {}
+    for r in probe:
+        key = (r.get("backbone") or r.get("name"), r.get("layer"), r.get("timestep"), r.get("probe"))
+        cells.setdefault(key, {}).setdefault(dataset_label(r.get("dataset")), []).append(r)
     rows = []
-    for r in runs:
-        if r.get("kind") != "probe":
-            continue
-        row = {"label": _run_label(r), "backbone": r.get("backbone"), "dataset": r.get("dataset")}
-        for m, _, scale, _ in TABLE:
-            v = r["metrics"].get(m)
-            lo, hi = r["ci"].get(m, (None, None))
-            row[m] = _fmt(v, scale) + ("" if lo is None or hi is None else f" [{_fmt(lo, scale)}, {_fmt(hi, scale)}]")
-        pub = published_row(r.get("backbone"), r.get("dataset"))
-        row["published"] = pub
+    for (bb, layer, ts, probe_name), per_ds in cells.items():
+        extra = []
+        if layer is not None:
+            extra.append("Llast" if layer == -1 else f"L{layer}")
+        if ts is not None:
+            extra.append(f"t{ts}")
+        if probe_name:
+            extra.append(str(probe_name))
+        row: dict = {"label": f"{bb} ({', '.join(extra)})" if extra else str(bb), "backbone": bb, "cells": {},
+                     "seeds": {}, "published": {}}
+        for ds, rs in per_ds.items():
+            row["seeds"][ds] = len(rs)
+            vals = {}
+            for m, _, scale, _ in TABLE:
+                got = [r["metrics"].get(m) for r in rs if r["metrics"].get(m) is not None]
+                if not got:
+                    vals[m] = "-"
+                elif len(rs) == 1:
+                    lo, hi = rs[0]["ci"].get(m, (None, None))
+                    vals[m] = fmt_ci(got[0], lo, hi, scale)
+                else:
+                    ci = mean_ci_t(got)
+                    vals[m] = fmt_ci(ci.estimate, ci.low, ci.high, scale)
+            row["cells"][ds] = vals
+            pub = published_row(bb, rs[0].get("dataset"))
+            if pub is not None:
+                row["published"][ds] = pub
         rows.append(row)
-    return rows
+    return datasets, rows
 
 
-def fig_curves(runs):
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for r in runs:
-        c = r.get("curves", {}).get("loss")
-        if c:
-            s, v = zip(*[(a, b) for a, b in c if b is not None])
-            ax.plot(s, v, label=_run_label(r), lw=1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_yscale("log")
-    ax.legend(fontsize=6, ncol=2)
-    ax.set_title("Training curves")
-    return fig
+def _table_html(datasets: list[str], rows: list[dict]) -> str:
+    n = len(TABLE)
+    h = ["<table><tr><th rowspan='2'>model</th>"]
+    h += [f"<th colspan='{n}'>{html.escape(d)}</th>" for d in datasets]
+    h.append("</tr><tr>" + "".join(f"<th>{html.escape(t)}</th>" for _ in datasets for _, t, _, _ in TABLE) + "</tr>")
+    for row in rows:
+        seeds = max(row["seeds"].values(), default=1)
+        note = f" &middot; mean of {seeds} seeds" if seeds > 1 else ""
+        h.append(f"<tr><td>{html.escape(row['label'])}{note}</td>")
+        for d in datasets:
+            c = row["cells"].get(d)
+            h += [f"<td>{html.escape(c[m]) if c else '-'}</td>" for m, _, _, _ in TABLE]
+        h.append("</tr>")
+        if row["published"]:
+            from vidprobe.report.published import BACKBONE_TO_PUBLISHED
+
+            h.append(f"<tr class='pub'><td>&nbsp;&nbsp;published: {html.escape(BACKBONE_TO_PUBLISHED[row['backbone']])}</td>")
+            for d in datasets:
+                p = row["published"].get(d)
+                h += [f"<td>{'-' if p is None else f'{v:.3f}'}</td>" for v in (p or [None] * n)]
+            h.append("</tr>")
+    h.append("</table>")
+    return "".join(h)
 
 
-def fig_hist(runs):
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for r in runs:
-        vals = [v for v in r.get("clips", {}).values() if v is not None]
-        if vals:
-            ax.hist(vals, bins=15, alpha=0.45, label=_run_label(r))
-    ax.set_xlabel("per-clip Point Err (raw)")
-    ax.set_ylabel("clips")
-    ax.legend(fontsize=6, ncol=2)
-    ax.set_title("Per-clip error")
-    return fig
+def _table_md(datasets: list[str], rows: list[dict]) -> list[str]:
+    hdr = ["model", *[f"{d} {t}" for d in datasets for _, t, _, _ in TABLE]]
+    out = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
+    for row in rows:
+        cells = [row["cells"].get(d, {}).get(m, "-") for d in datasets for m, _, _, _ in TABLE]
+        out.append("| " + " | ".join([row["label"], *cells]) + " |")
+        if row["published"]:
+            from vidprobe.report.published import BACKBONE_TO_PUBLISHED
+
+            pub = []
+            for d in datasets:
+                p = row["published"].get(d)
+                pub += ["-"] * len(TABLE) if p is None else [f"{v:.3f}" for v in p]
+            out.append("| " + " | ".join([f"*published: {BACKBONE_TO_PUBLISHED[row['backbone']]}*", *pub]) + " |")
+    return out
 
 
-def fig_radar(runs):
-    names = [m for m in RADAR if any(r["metrics"].get(m) is not None for r in runs)]
-    if len(names) < 3:
-        return None
-    vals = np.array([[r["metrics"].get(m) if r["metrics"].get(m) is not None else np.nan for m in names] for r in runs], float)
-    # normalise each axis to [0,1] where 1 is best
-    lo, hi = np.nanmin(vals, 0), np.nanmax(vals, 0)
-    norm = (vals - lo) / np.where(hi - lo > 0, hi - lo, 1)
-    for j, m in enumerate(names):
-        if m in LOWER_BETTER:
-            norm[:, j] = 1 - norm[:, j]
-    ang = np.linspace(0, 2 * np.pi, len(names), endpoint=False).tolist()
-    fig = plt.figure(figsize=(5.5, 5.5))
-    ax = fig.add_subplot(111, polar=True)
-    for r, row in zip(runs, norm):
-        row = np.nan_to_num(row)
-        ax.plot(ang + ang[:1], list(row) + [row[0]], lw=1, label=_run_label(r))
-    ax.set_xticks(ang)
-    ax.set_xticklabels(names, fontsize=7)
-    ax.set_yticklabels([])
-    ax.legend(fontsize=6, loc="upper right", bbox_to_anchor=(1.45, 1.1))
-    ax.set_title("Across metrics (outer = best of these runs)", fontsize=9)
-    return fig
+def _published_md() -> list[str]:
+    hdr = ["model", *[f"{DATASET_NAMES[d]} {t}" for d in ("co3d", "dl3dv") for _, t, _, _ in TABLE]]
+    out = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
+    for model, v in PUBLISHED.items():
+        out.append("| " + " | ".join([model, *[f"{x:.3f}" for d in ("co3d", "dl3dv") for x in v[d]]]) + " |")
+    return out
 
 
-def fig_heatmaps(runs):
-    by_bb: dict[str, list[dict]] = {}
-    for r in runs:
-        by_bb.setdefault(r.get("backbone") or "?", []).append(r)
-    figs = []
-    for bb, rs in by_bb.items():
-        layers = sorted({r["layer"] for r in rs if r.get("layer") is not None})
-        ts = sorted({r["timestep"] for r in rs if r.get("timestep") is not None})
-        if len(layers) * max(1, len(ts)) < 2 or len(rs) < 2:
-            continue
-        ts = ts or [None]
-        grid = np.full((len(layers), len(ts)), np.nan)
-        for r in rs:
-            if r.get("layer") in layers and r.get("timestep") in ts and r["metrics"].get("point_err") is not None:
-                grid[layers.index(r["layer"]), ts.index(r["timestep"])] = r["metrics"]["point_err"]
-        fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(ts), 1 + 0.45 * len(layers)))
-        im = ax.imshow(grid, cmap="viridis_r", aspect="auto")
-        ax.set_xticks(range(len(ts)), [str(t) for t in ts])
-        ax.set_yticks(range(len(layers)), [str(l_) for l_ in layers])
-        ax.set_xlabel("timestep")
-        ax.set_ylabel("layer")
-        ax.set_title(f"{bb}: Point Err", fontsize=9)
-        fig.colorbar(im, ax=ax)
-        figs.append((bb, fig))
-    return figs
+def run_dir_of(run: dict, runs_root: Path | None = None) -> Path | None:
+    """The run directory behind a DB row (from its checkpoint path), or under ``runs_root`` when the
+    recorded one has moved (``runs_root/<run dir name>`` or ``runs_root/<run name>``)."""
+    ck = run.get("checkpoint")
+    cands = []
+    if ck:
+        rd = Path(ck).parent.parent
+        cands.append(rd)
+        if runs_root is not None:
+            cands.append(Path(runs_root) / rd.name)
+    if runs_root is not None and run.get("name"):
+        cands.append(Path(runs_root) / str(run["name"]).replace("/", "_"))
+    for c in cands:
+        if c.is_dir():
+            return c
+    return None
 
 
-def fig_consistency(runs):
-    cons = {(r.get("backbone"), r.get("layer"), r.get("timestep")): r for r in runs if r.get("kind") == "consistency"}
-    pts = []
-    for r in runs:
-        if r.get("kind") != "probe":
-            continue
-        c = cons.get((r.get("backbone"), r.get("layer"), r.get("timestep")))
-        if c and c["metrics"].get("corr_err_px") is not None and r["metrics"].get("point_err") is not None:
-            pts.append((c["metrics"]["corr_err_px"], r["metrics"]["point_err"], _run_label(r)))
-    if not pts:
-        return None
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for x, y, lab in pts:
-        ax.scatter(x, y)
-        ax.annotate(lab, (x, y), fontsize=6)
-    ax.set_xlabel("correspondence error (px)")
-    ax.set_ylabel("probe Point Err")
-    ax.set_title("Feature consistency vs probe error")
-    return fig
-
-
-def clip_figures(clip_file: Path, out_dir: Path, tag: str) -> tuple[list[tuple[str, str]], dict]:
-    """Depth/confidence panel and point-cloud render of one saved clip; also writes its GLB."""
+def clip_figures(clip_file: Path, out_dir: Path, tag: str) -> tuple[list[tuple[str, str]], dict[str, Path]]:
+    """Depth/confidence panel and point-cloud render of one saved evaluation clip; writes its GLB and PLYs."""
     from safetensors.torch import load_file
 
     from vidprobe.report.export import frustum_lines, write_glb
+    from vidprobe.report.preview import write_ply
 
     t = load_file(str(clip_file))
-    imgs = t["images"]  # [S,3,H,W]
-    S = imgs.shape[0]
+    for key in ("images", "gt_points", "gt_depth", "valid", "gt_extrinsics", "gt_intrinsics"):
+        if key not in t:
+            raise KeyError(f"{clip_file}: missing tensor {key!r}")
+    imgs = t["images"]
     valid = t["valid"].bool()
-    rows = [("input", [im.permute(1, 2, 0).numpy() for im in imgs], None)]
-    rows.append(("GT depth", [d.numpy() for d in t["gt_depth"]], "turbo"))
-    if "pred_depth" in t:
-        rows.append(("pred depth", [d.numpy() for d in t["pred_depth"]], "turbo"))
-    if "pred_depth_conf" in t:
-        rows.append(("pred depth conf", [d.numpy() for d in t["pred_depth_conf"]], "magma"))
-    fig, axes = plt.subplots(len(rows), S, figsize=(2.0 * S, 1.25 * len(rows)), squeeze=False)
-    for i, (name, ims, cmap) in enumerate(rows):
-        vmax = max(float(np.nanmax(x)) for x in ims) if cmap else None
-        for j in range(S):
-            ax = axes[i][j]
-            ax.imshow(ims[j], cmap=cmap, vmin=0 if cmap else None, vmax=vmax)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(name, fontsize=7)
-    panel = _png(fig)
-
+    hw = tuple(imgs.shape[-2:])
     gt = t["gt_points"][valid].numpy()
     pred_key = "pred_points_aligned" if "pred_points_aligned" in t else "pred_points"
     pred = t[pred_key][valid].numpy() if pred_key in t else None
-    cols = (imgs.permute(0, 2, 3, 1)[valid].numpy() * 255).astype(np.uint8)
-    rng = np.random.default_rng(0)
-    idx = rng.choice(len(gt), size=min(len(gt), 4000), replace=False) if len(gt) else np.zeros(0, int)
-    hw = tuple(imgs.shape[-2:])
+    cols = (imgs.permute(0, 2, 3, 1)[valid].clamp(0, 1).numpy() * 255).round().astype(np.uint8)
     fr_gt = frustum_lines(t["gt_extrinsics"], t["gt_intrinsics"], hw)
-    fig = plt.figure(figsize=(8, 4))
-    for k, (name, P, fr) in enumerate([("ground truth", gt, fr_gt), ("prediction (Sim(3)-aligned)", pred, None)]):
-        ax = fig.add_subplot(1, 2, k + 1, projection="3d")
-        if P is not None and len(idx):
-            ax.scatter(P[idx, 0], P[idx, 2], -P[idx, 1], c=cols[idx] / 255.0, s=1, depthshade=False)
-        if fr is not None:
-            for seg in fr:
-                ax.plot(seg[:, 0], seg[:, 2], -seg[:, 1], c="red", lw=0.6)
-        if "pred_extrinsics" in t and k == 1:
-            for seg in frustum_lines(t["pred_extrinsics"], t.get("pred_intrinsics", t["gt_intrinsics"]), hw):
-                ax.plot(seg[:, 0], seg[:, 2], -seg[:, 1], c="blue", lw=0.6)
-        ax.set_title(name, fontsize=8)
-        ax.view_init(elev=20, azim=-60)
-        ax.set_axis_off()
-    cloud = _png(fig)
+    fr_pred = None
+    if "pred_extrinsics" in t:
+        fr_pred = frustum_lines(t["pred_extrinsics"], t.get("pred_intrinsics", t["gt_intrinsics"]), hw)
+    panel = plots.png(plots.fig_clip_panel(t))
+    cloud = plots.png(plots.fig_clip_cloud(gt, pred, cols, fr_gt, fr_pred))
+
     out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {"gt_ply": write_ply(out_dir / f"{tag}_gt.ply", gt, cols)}
     clouds = [(gt, cols)]
     lines = [(fr_gt, (1.0, 0.0, 0.0))]
     if pred is not None:
-        clouds.append((pred + np.array([0, 0, 0], np.float32), np.full_like(cols, 80) + (cols // 2)))
-    if "pred_extrinsics" in t:
-        lines.append((frustum_lines(t["pred_extrinsics"], t.get("pred_intrinsics", t["gt_intrinsics"]), hw), (0.0, 0.3, 1.0)))
-    glb = write_glb(out_dir / f"{tag}.glb", clouds, lines)
-    return [("Frames, depth and confidence", panel), ("Point clouds and cameras (GT red, predicted blue)", cloud)], {"glb": glb}
+        ok = np.isfinite(pred).all(1)
+        files["pred_ply"] = write_ply(out_dir / f"{tag}_pred.ply", pred[ok], cols[ok])
+        clouds.append((pred[ok], (cols[ok] // 2 + 60).astype(np.uint8)))  # dimmer: tell them apart in a viewer
+    if fr_pred is not None:
+        lines.append((fr_pred, (0.0, 0.3, 1.0)))
+    files["glb"] = write_glb(out_dir / f"{tag}.glb", clouds, lines)
+    return [("Frames, depth and confidence", panel),
+            ("Point clouds and cameras (GT red, predicted blue)", cloud)], files
+
+
+CSS = (
+    "body{font-family:sans-serif;max-width:1250px;margin:auto;padding:1em;color:#222}"
+    "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+    "th{background:#eee;text-align:center}td:first-child{text-align:left;white-space:nowrap}"
+    ".notice{background:#fff3cd;border:1px solid #e0c060;padding:.7em}img{max-width:100%}"
+    "h2{border-bottom:1px solid #ddd;margin-top:1.6em}.pub{color:#888;font-style:italic}code{font-size:12px}"
+)
 
 
 def write_report(db_path: str | Path, out_dir: str | Path, notice: str | None = None, split: str = "test",
-                 clips_per_run: int = 1, title: str = "vidprobe report") -> dict[str, Path]:
-    """Write ``report.html`` (self-contained) and ``report.md`` into ``out_dir``; returns their paths."""
+                 clips_per_run: int = 1, title: str = "vidprobe report",
+                 runs_root: str | Path | None = None) -> dict[str, Path]:
+    """Write ``report.html`` (self-contained), ``report.md``, ``figures/*.png`` and ``clouds/*.{ply,glb}``
+    into ``out_dir``; returns ``{"html": ..., "md": ...}``."""
     db_path, out_dir = Path(db_path), Path(out_dir)
-    if not db_path.exists():
+    if not db_path.is_file():
         raise FileNotFoundError(f"results database not found: {db_path}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    fig_dir = out_dir / "figures"
+    fig_dir.mkdir(exist_ok=True)
     allruns = load_runs(db_path, split)
     runs = [r for r in allruns if r.get("kind") == "probe"]
-    rows = benchmark_rows(runs)
+    datasets, rows = benchmark_table(runs)
+
     H: list[str] = [
         "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title><style>body{{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}}"
-        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}"
-        "th{background:#eee}td:first-child{text-align:left}.notice{background:#fff3cd;border:1px solid #e0c060;padding:.7em}"
-        "img{max-width:100%}h2{border-bottom:1px solid #ddd}.pub{color:#777}</style></head><body>",
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        f"<p>Results database: <code>{html.escape(str(db_path))}</code> &middot; split: {html.escape(split)} &middot; {len(runs)} probe runs</p>",
+        (f"<p>Results database: <code>{html.escape(str(db_path))}</code> &middot; split: {html.escape(split)} "
+         f"&middot; {len(runs)} probe runs</p>"),
     ]
     M: list[str] = [f"# {title}", "", f"Results database: `{db_path}`, split `{split}`, {len(runs)} probe runs.", ""]
     if notice:
         H.append(f"<p class='notice'><b>Read this first.</b> {html.escape(notice)}</p>")
         M += [f"> **Read this first.** {notice}", ""]
-    # benchmark table
-    hdr = ["model", *[h for _, h, _, _ in TABLE], "published (same metrics)"]
-    H.append("<h2>Benchmark</h2><p>Values with bootstrap 95% intervals over clips. Point Err is the reference "
-             "definition (Sim(3) fit on top-25% confidence pixels, confidence-weighted) x10.</p><table><tr>"
-             + "".join(f"<th>{html.escape(h)}</th>" for h in hdr) + "</tr>")
-    M += ["## Benchmark", "", "| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
-    for row in rows:
-        pub = row["published"]
-        pub_s = "-" if pub is None else " / ".join(f"{v:.3f}" for v in pub)
-        cells = [row["label"], *[row[m] for m, _, _, _ in TABLE], pub_s]
-        H.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells[:-1]) + f"<td class='pub'>{html.escape(pub_s)}</td></tr>")
-        M.append("| " + " | ".join(cells) + " |")
+
+    intro = ("Bootstrap 95% intervals over clips in brackets (several seeds: their mean and Student-t interval). "
+             "Point Err is the reference definition (Sim(3) fitted on the top-25% GT-confidence pixels, "
+             "confidence-weighted mean distance) x10; lower is better for errors, higher for AUC.")
+    H.append(f"<h2>Benchmark</h2><p>{html.escape(intro)}</p>")
+    M += ["## Benchmark", "", intro, ""]
+    if rows:
+        H.append(_table_html(datasets, rows))
+        M += _table_md(datasets, rows)
+    else:
+        H.append("<p>No finished probe runs in this database.</p>")
+        M.append("No finished probe runs in this database.")
+    H.append("<h3>Published numbers (Huang et al., CVPR 2026, Table 1) for reference</h3>")
+    pub_md = _published_md()
+    M += ["", "### Published numbers (Huang et al., CVPR 2026, Table 1)", "", *pub_md, ""]
+    H.append("<table class='pubtable'><tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in pub_md[0].strip("|").split("|")) + "</tr>")
+    for line in pub_md[2:]:
+        H.append("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|")) + "</tr>")
     H.append("</table>")
-    H.append("<p class='pub'>Published (Huang et al. 2026, Table 1) for reference: "
-             + "; ".join(f"{k} CO3D {v['co3d'][0]:.3f}/{v['co3d'][1]:.3f}/{v['co3d'][2]:.3f}/{v['co3d'][3]:.3f}" for k, v in PUBLISHED.items())
-             + ".</p>")
-    M.append("")
+
     figs: list[tuple[str, str]] = []
     if runs:
-        figs.append(("Training curves", _png(fig_curves(runs))))
-        figs.append(("Per-clip error histograms", _png(fig_hist(runs))))
-        rad = fig_radar(runs)
-        if rad is not None:
-            figs.append(("Radar chart across metrics", _png(rad)))
-        for bb, f in fig_heatmaps(runs):
-            figs.append((f"Layer x timestep heat map: {bb}", _png(f)))
-    cons = fig_consistency(allruns)
+        for name, fig in (("Training curves", plots.fig_curves(runs)), ("Per-clip error histograms", plots.fig_hist(runs)),
+                          ("Radar chart across metrics", plots.fig_radar(runs))):
+            if fig is not None:
+                figs.append((name, plots.png(fig)))
+        for bb, f in plots.fig_heatmaps(runs):
+            figs.append((f"Layer x timestep heat map: {bb}", plots.png(f)))
+    cons = plots.fig_consistency(allruns)
     if cons is not None:
-        figs.append(("Feature consistency vs probe error", _png(cons)))
-    fig_dir = out_dir / "figures"
-    fig_dir.mkdir(exist_ok=True)
+        figs.append(("Feature consistency vs probe error", plots.png(cons)))
     for name, b64 in figs:
-        H.append(f"<h2>{html.escape(name)}</h2>{_img(b64, name)}")
+        H.append(f"<h2>{html.escape(name)}</h2><img alt='{html.escape(name)}' src='data:image/png;base64,{b64}'>")
         fn = "".join(c if c.isalnum() else "_" for c in name.lower()) + ".png"
-        (fig_dir / fn).write_bytes(base64.b64decode(b64))
+        atomic_write_bytes(fig_dir / fn, base64.b64decode(b64), fsync=False)
         M += [f"## {name}", "", f"![{name}](figures/{fn})", ""]
-    # 3D views of saved clips
-    H.append("<h2>What the probe sees</h2>")
+
+    H.append("<h2>What the probe sees</h2><p>Saved evaluation clips: input frames with ground-truth and predicted "
+             "depth and confidence; point clouds with camera frusta (PLY and GLB files beside this page open in "
+             "any point-cloud / glTF viewer).</p>")
     M += ["## What the probe sees", ""]
+    shown = missing = 0
     for r in runs:
-        ck = r.get("checkpoint")
-        if not ck:
+        rd = run_dir_of(r, runs_root)
+        if rd is None:
+            missing += 1
             continue
-        clips_dir = Path(ck).parent.parent / f"eval_{r.get('checkpoint_kind') or 'last'}" / "clips"
+        clips_dir = rd / f"eval_{r.get('checkpoint_kind') or 'last'}" / "clips"
         for cf in sorted(clips_dir.glob("*.safetensors"))[:clips_per_run]:
-            tag = f"{(r.get('backbone') or r['name'])}_{cf.stem}".replace("/", "_")
+            tag = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{r.get('name') or r.get('backbone')}_{cf.stem}")
             try:
                 parts, files = clip_figures(cf, out_dir / "clouds", tag)
             except Exception as e:  # noqa: BLE001 - a broken clip file must not kill the report
-                H.append(f"<p>{html.escape(tag)}: could not render ({html.escape(str(e))})</p>")
+                H.append(f"<p>{html.escape(str(cf))}: could not render ({html.escape(type(e).__name__)}: {html.escape(str(e))})</p>")
+                M += [f"{cf}: could not render ({type(e).__name__}: {e})", ""]
                 continue
-            H.append(f"<h3>{html.escape(_run_label(r))}: {html.escape(cf.stem)}</h3>")
-            H.append(f"<p>3D files: <code>{html.escape(str(files['glb']))}</code> (GLB) and the PLYs in <code>{html.escape(str(clips_dir))}</code></p>")
-            M += [f"### {_run_label(r)}: {cf.stem}", "", f"GLB: `{files['glb']}`", ""]
+            shown += 1
+            rel = {k: v.relative_to(out_dir).as_posix() for k, v in files.items()}
+            H.append(f"<h3>{html.escape(run_label(r))}: {html.escape(cf.stem)}</h3>")
+            H.append("<p>3D files: " + ", ".join(f"<code>{html.escape(v)}</code>" for v in rel.values()) + "</p>")
+            M += [f"### {run_label(r)}: {cf.stem}", "", "3D files: " + ", ".join(f"`{v}`" for v in rel.values()), ""]
             for name, b64 in parts:
-                H.append(f"<h4>{html.escape(name)}</h4>{_img(b64, name)}")
+                H.append(f"<h4>{html.escape(name)}</h4><img alt='{html.escape(name)}' src='data:image/png;base64,{b64}'>")
                 fn = f"{tag}_{'panel' if 'depth' in name else 'cloud'}.png"
-                (fig_dir / fn).write_bytes(base64.b64decode(b64))
+                atomic_write_bytes(fig_dir / fn, base64.b64decode(b64), fsync=False)
                 M += [f"![{name}](figures/{fn})", ""]
+    if missing:
+        msg = (f"{missing} run(s) have no run directory here (moved or deleted); pass --runs-root to point at "
+               "where the run directories are now.")
+        H.append(f"<p>{html.escape(msg)}</p>")
+        M += [msg, ""]
+    if not shown:
+        H.append("<p>No saved evaluation clips found.</p>")
+        M += ["No saved evaluation clips found.", ""]
     H.append("</body></html>")
-    html_path = out_dir / "report.html"
-    md_path = out_dir / "report.md"
+    html_path, md_path = out_dir / "report.html", out_dir / "report.md"
     atomic_write_text(html_path, "\n".join(H))
     atomic_write_text(md_path, "\n".join(M) + "\n")
     return {"html": html_path, "md": md_path}

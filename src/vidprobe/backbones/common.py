@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from vidprobe.backbones.base import MissingExtraError
+from vidprobe.backbones.resize import RESIZE_KERNELS, check_kernel, resize_video  # noqa: F401 (re-exported)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -83,13 +84,6 @@ def snap_hw(hw: tuple[int, int], multiple: int) -> tuple[int, int]:
     return tuple(max(multiple, int(round(v / multiple)) * multiple) for v in hw)  # type: ignore[return-value]
 
 
-def resize_video(video: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """``[T,3,H,W]`` -> ``[T,3,h,w]``: bilinear with antialiasing (identity when the size matches)."""
-    if tuple(video.shape[-2:]) == tuple(hw):
-        return video
-    return F.interpolate(video, size=tuple(hw), mode="bilinear", align_corners=False, antialias=True)
-
-
 def normalize(video: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     m = torch.as_tensor(mean, dtype=video.dtype, device=video.device).view(1, -1, 1, 1)
     s = torch.as_tensor(std, dtype=video.dtype, device=video.device).view(1, -1, 1, 1)
@@ -103,10 +97,12 @@ def prepare_frames(
     std: Sequence[float] = IMAGENET_STD,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    kernel: str = "bilinear",
 ) -> torch.Tensor:
-    """Resize (in float32) to ``hw``, normalise, move to device/dtype: ``[T,3,h,w]``."""
+    """Resize (in float32, with ``kernel``: see :mod:`vidprobe.backbones.resize`) to ``hw``, normalise,
+    move to device/dtype: ``[T,3,h,w]``."""
     x = video.to(device=device, dtype=torch.float32)
-    x = normalize(resize_video(x, hw), mean, std)
+    x = normalize(resize_video(x, hw, kernel), mean, std)
     return x.to(dtype)
 
 

@@ -11,7 +11,6 @@ message starts with the file it is about.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import math
@@ -22,10 +21,10 @@ import numpy as np
 from PIL import Image
 
 from vidprobe.atomic import atomic_path as _atomic_path
+from vidprobe.atomic import atomic_write_bytes  # the one atomic writer, re-exported for the readers
 from vidprobe.data.base import DatasetError
 
 __all__ = [
-    "atomic_path",
     "atomic_write_bytes",
     "atomic_write_json",
     "save_image",
@@ -45,17 +44,6 @@ __all__ = [
 # ----------------------------------------------------------------------------- writing
 
 
-def atomic_path(path: str | Path) -> contextlib.AbstractContextManager[Path]:
-    """Atomic write of ``path`` keeping its suffix in the temp name (see :mod:`vidprobe.atomic`)."""
-    return _atomic_path(path, keep_suffix=True)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
-
-
 def atomic_write_json(path: str | Path, obj: Any, gz: bool | None = None, indent: int | None = None) -> Path:
     """Write JSON atomically; gzipped when ``gz`` (default: name ends in ``.gz``/``.jgz``)."""
     path = Path(path)
@@ -64,7 +52,8 @@ def atomic_write_json(path: str | Path, obj: Any, gz: bool | None = None, indent
     data = json.dumps(obj, indent=indent).encode("utf8")
     if gz:
         data = gzip.compress(data, mtime=0)
-    return atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data)
+    return path
 
 
 def save_image(path: str | Path, array: np.ndarray, **save_kw) -> Path:
@@ -84,7 +73,7 @@ def save_image(path: str | Path, array: np.ndarray, **save_kw) -> Path:
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"{path}: unsupported image suffix {path.suffix!r} (jpg or png)")
-    with atomic_path(path) as tmp:
+    with _atomic_path(path, keep_suffix=True) as tmp:
         im.save(tmp, format=fmt, **save_kw)
     return path
 

@@ -25,7 +25,8 @@ from PIL import Image
 
 from vidprobe.data.base import DatasetError, ScanReport, VideoDataset
 from vidprobe.data.clip import Clip
-from vidprobe.data.labels import LabelsError, LabelsFile, apply_labels, atomic_path, write_labels_from_clip
+from vidprobe.atomic import atomic_path, atomic_write_bytes
+from vidprobe.data.labels import LabelsError, LabelsFile, apply_labels, write_labels_from_clip
 
 __all__ = [
     "NATIVE_FORMAT",
@@ -50,11 +51,6 @@ FRAMES_DIR = "frames"
 
 def frame_path(video_dir: str | Path, i: int) -> Path:
     return Path(video_dir) / FRAMES_DIR / f"{int(i):06d}.png"
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 def write_png(path: str | Path, image: torch.Tensor | np.ndarray) -> None:
@@ -143,7 +139,7 @@ def write_dataset_json(
         "complete": bool(complete),
     }
     p = Path(root) / DATASET_JSON
-    _atomic_write_bytes(p, (json.dumps(d, indent=1) + "\n").encode())
+    atomic_write_bytes(p, (json.dumps(d, indent=1) + "\n").encode())
     return p
 
 

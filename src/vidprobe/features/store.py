@@ -36,7 +36,6 @@ import json
 import math
 import os
 import struct
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -46,6 +45,8 @@ from typing import Any, Iterable, Sequence
 
 import torch
 from filelock import FileLock
+
+from vidprobe.atomic import atomic_path, atomic_write_bytes, write_all  # noqa: F401 (atomic_write_bytes re-exported)
 
 STORE_FORMAT = "vidprobe-feature-store/1"
 FILE_FORMAT = "vidprobe-features/1"
@@ -149,41 +150,15 @@ def video_from_filename(name: str) -> str:
 
 
 def _write_all(fh, data) -> None:
-    """Write ``data`` to ``fh`` in chunks (one function so tests can fail it half-way, like a full disk)."""
-    view = memoryview(data)
-    step = 64 << 20
-    for i in range(0, len(view), step):
-        fh.write(view[i : i + step])
+    """Write ``data`` to ``fh`` (one function so tests can fail it half-way, like a full disk)."""
+    write_all(fh, data)
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes | bytearray | memoryview) -> int:
-    """Write ``data`` to ``path`` atomically: temp file in the same directory, fsync, os.replace.
-
-    On any error the temp file is removed and a previous ``path`` is left untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+def _write_bytes(path: str | Path, data: bytes | bytearray | memoryview) -> int:
+    """Atomic, fsync'ed write of one store file (:func:`vidprobe.atomic.atomic_path`); returns the bytes."""
+    with atomic_path(path, fsync=True) as tmp:
+        with open(tmp, "wb") as fh:
             _write_all(fh, data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
     return len(data)
 
 
@@ -222,7 +197,7 @@ def write_feature_file(
     meta["shape"] = json.dumps(list(feats.shape))
     meta["dtype"] = dtype_name(dt)
     data = save({"features": feats, "frame_index": fi}, metadata=meta)
-    return atomic_write_bytes(path, data)
+    return _write_bytes(path, data)
 
 
 # --------------------------------------------------------------------------- header parsing
@@ -417,7 +392,7 @@ def prepare_store(
             m.setdefault("writers", [])
             if __version__ not in m["writers"]:
                 m["writers"].append(__version__)
-            atomic_write_bytes(path, (json.dumps(m, indent=2) + "\n").encode())
+            _write_bytes(path, (json.dumps(m, indent=2) + "\n").encode())
         for layer, t in keys:
             (root / key_dirname(layer, t)).mkdir(exist_ok=True)
         return m

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 
 from vidprobe.data.base import VideoDataset
 from vidprobe.data.clip import Clip
-from vidprobe.data.labels import atomic_path
+from vidprobe.atomic import atomic_path
 
 __all__ = ["write_preview", "write_ply", "read_ply", "contact_sheet", "colorize_depth"]
 

@@ -294,6 +294,12 @@ def test_label_cli_on_native_dataset(tmp_path):
     assert "labelled 2" in res.output
     for vid in ids:
         assert LabelsFile(out / f"{vid}.safetensors").num_frames == 3
+    # default points: the depth unprojected with the predicted cameras (the release's stored pointmaps)
+    lf = LabelsFile(out / f"{ids[0]}.safetensors")
+    assert lf.meta["points_from"] == "depth"
+    r = lf.read()
+    want = depth_to_world_points(r["depth"].double(), r["intrinsics"].double(), r["extrinsics"].double())
+    torch.testing.assert_close(r["points"].double(), want, atol=1e-4, rtol=1e-4)
     summary = json.loads((out / "label_summary.json").read_text())
     assert sorted(summary["labelled"]) == ids and summary["failed"] == {}
     res = CliRunner().invoke(app, ["label", str(root), "--out", str(out), "--tiny", "--device", "cpu", "-q"])

@@ -2,8 +2,9 @@
 
 The reference trains and evaluates on VGGT-1B pseudo-labels, not on the
 datasets' own geometry: VGGT runs once on all frames of each video's window
-(default the first 150 frames) and its points, depth, depth confidence and
-cameras are written as one labels file per video
+(default the first 150 frames) and its points (by default the depth map
+unprojected with the predicted cameras, as the release's ``pointmaps``), depth,
+depth confidence and cameras are written as one labels file per video
 (:mod:`vidprobe.data.labels`), at ``OUT/<video id>.safetensors`` -- the layout
 ``open_dataset(root, labels_dir=OUT)`` reads for CO3D
 (``<category>/<sequence>``) and DL3DV (``<scene>``). Labels are at VGGT's
@@ -151,8 +152,9 @@ def label(
     dtype: Optional[str] = typer.Option(None, help="Autocast dtype of the aggregator on CUDA: bf16 (default), fp16 or fp32."),
     model_id: str = typer.Option("facebook/VGGT-1B", "--model-id", help="Hub id or local path (dir or file) of the weights."),
     revision: Optional[str] = typer.Option(None, help="Hub revision of the weights."),
-    points_from: str = typer.Option("point_head", "--points-from",
-                                    help="point_head (VGGT's point map) or depth (depth unprojected with the predicted cameras)."),
+    points_from: str = typer.Option("depth", "--points-from",
+                                    help="depth (depth unprojected with the predicted cameras: the release's pointmaps) "
+                                         "or point_head (VGGT's point-head map)."),
     tiny: bool = typer.Option(False, "--tiny", help="Tiny random-weight model (tests, dry runs; no download)."),
     split: Optional[str] = typer.Option(None, help="Only this split (train/test); default all videos."),
     max_videos: Optional[int] = typer.Option(None, "--max-videos", min=1, help="Only the first K videos (sorted ids)."),

@@ -3,37 +3,55 @@
 There is no installable ``vggt`` package on PyPI, so this is a compact own
 implementation of the released architecture (facebookresearch/vggt,
 ``vggt/models/vggt.py``, ``aggregator.py``, ``heads/camera_head.py``,
-``heads/dpt_head.py``). Parameter names and shapes follow the official
-checkpoint ``facebook/VGGT-1B`` (``model.safetensors`` or ``model.pt``) so it
-loads strictly, except the tracking head (``track_head.*``), which vidprobe
-never runs: those keys are dropped on load (:data:`DROPPED_PREFIXES`).
+``heads/dpt_head.py``). Parameter names and shapes are those of upstream's
+``VGGT().state_dict()`` (the layout of the official checkpoint
+``facebook/VGGT-1B``, ``model.safetensors`` or ``model.pt``; listed in
+``tests/fixtures/vggt_keys.json``, generated from upstream), so it loads
+strictly, except the tracking head (``track_head.*``), which vidprobe never
+runs: those keys are dropped on load (:data:`DROPPED_PREFIXES`).
 
-Architecture (full size, facts from the upstream module definitions):
+Parity: ``tests/test_parity_vggt.py`` runs this implementation at the
+``TINY`` config with the weights of upstream's own ``VGGT`` (golden fixture
+``tests/fixtures/parity/vggt.safetensors``, written by
+``tools/parity/vggt.py``) and requires every DINO patch token, aggregator
+block output, camera-head iteration, depth / point map and confidence to
+agree to 1e-5 relative in fp32 (bit-identical on CPU with torch 2.13 when
+the fixture was made), and the same under CPU bf16 autocast of the aggregator. The full-size numbers below
+are upstream's constructor defaults; only names and shapes of the full size
+are tested (the key fixture), its numerics are the same code at other sizes.
+
+Architecture (full size):
 
 * ``aggregator.patch_embed``: DINOv2 ViT-L/14 with 4 registers (img 518 ->
   37x37 position table, bicubic-interpolated with antialias to other grids;
-  24 blocks, LayerScale 1.0, LayerNorm eps 1e-6); its normed patch tokens
-  enter the aggregator.
+  24 blocks, LayerNorm eps 1e-6); its final-normed patch tokens enter the
+  aggregator. Under autocast the patch tokens are promoted to fp32 when the
+  cls token / position table are added (as upstream's ``torch.cat`` and ``+``
+  do).
 * ``aggregator``: per frame one camera token and 4 register tokens (a first-
   frame set and a set for the other frames: ``camera_token [1,2,1,C]``,
   ``register_token [1,2,4,C]``), then 24 x (frame block, global block);
-  blocks with QK-norm, LayerScale 0.01, 2D RoPE (base 100) on patch tokens
+  blocks with QK-norm, LayerScale, 2D RoPE (base 100) on patch tokens
   (special tokens at position 0, patches at (row+1, col+1)). The output of
   block k is ``frame_k || global_k`` (2C = 2048 channels).
 * ``camera_head``: the camera tokens of the last block through 4 trunk blocks
   with adaptive LayerNorm, 4 refinement iterations -> 9-d pose encoding
   ``[t, quat xyzw, fov_h, fov_w]`` (translation of the world->camera
-  extrinsic, principal point at the image centre) -- exactly
-  :func:`vidprobe.geometry.encode_pose`'s convention, so no conversion.
+  extrinsic, principal point at the image centre) -- the convention of
+  :func:`vidprobe.geometry.encode_pose`, so no conversion (the labeler's
+  cameras equal upstream's ``pose_encoding_to_extri_intri``: parity test).
 * ``point_head`` / ``depth_head``: DPT heads on blocks 5, 12, 18, 24
   (0-based 4, 11, 17, 23); points with ``sign(x)(e^|x|-1)``, depth with
-  ``exp``, confidences ``1 + e^x``.
+  ``exp``, confidences ``1 + e^x``. Each ``ResidualConvUnit`` adds ``relu(x)``
+  as its skip (upstream's in-place ReLU overwrites ``x`` before the add; the
+  VGGT-1B weights were trained with it). Heads run in fp32.
 
 Input (both uses): frames in [0,1] resized like VGGT's
-``load_and_preprocess_images(mode="crop")``: width 518, height
-``round(H * 518 / W / 14) * 14`` (bicubic, antialiased; a 960x540 frame
-becomes 518x294), centre-cropped to 518 rows if taller. The model normalises
-with the ImageNet mean/std itself.
+``load_and_preprocess_images`` (the release's copy, crop mode): width 518,
+height ``round(H * 518 / W / 14) * 14`` with PIL bicubic on 8-bit frames (a
+960x540 frame becomes 518x294), centre-cropped to 518 rows if taller
+(:func:`preprocess`; pinned by the parity test). The model normalises with the
+ImageNet mean/std itself.
 
 Backbone features: layer k (1..24) = the patch tokens of ``frame_k ||
 global_k`` as ``[S, h, w, 2048]`` (one map per frame, all frames in one
@@ -96,8 +114,10 @@ class VGGTConfig:
 
 
 FULL = VGGTConfig()
+# img_size 42: a 3x3 DINO position table, which 28-row frames (2 patch rows) shrink and 56-wide ones widen,
+# as VGGT-1B's 37x37 table shrinks to 21 rows for 518x294 frames (the parity fixture runs 28x42 frames)
 TINY = VGGTConfig(
-    img_size=28, embed_dim=32, depth=4, num_heads=2, dino_dim=32, dino_depth=2, dino_heads=2, camera_heads=2,
+    img_size=42, embed_dim=32, depth=4, num_heads=2, dino_dim=32, dino_depth=2, dino_heads=2, camera_heads=2,
     camera_trunk_depth=1, dpt_features=16, dpt_out_channels=(8, 16, 32, 32), dpt_layers=(0, 1, 2, 3), input_width=56,
 )
 
@@ -149,8 +169,11 @@ class DinoViT(nn.Module):
         N, _, H, W = x.shape
         h, w = H // self.patch_size, W // self.patch_size
         t = self.patch_embed(x)
-        t = torch.cat([self.cls_token.expand(N, -1, -1).to(t.dtype), t], dim=1) + self._pos(h, w, t.dtype)
-        t = torch.cat([t[:, :1], self.register_tokens.expand(N, -1, -1).to(t.dtype), t[:, 1:]], dim=1)
+        # no casts: under autocast the bf16 patch tokens are promoted to the fp32 of the cls token /
+        # position table / registers by torch.cat and +, as in upstream's DINOv2
+        t = torch.cat([self.cls_token.expand(N, -1, -1), t], dim=1)
+        t = t + self._pos(h, w, t.dtype)
+        t = torch.cat([t[:, :1], self.register_tokens.expand(N, -1, -1), t[:, 1:]], dim=1)
         for blk in self.blocks:
             t = blk(t)
         return self.norm(t)[:, 1 + self.num_register_tokens:]
@@ -194,9 +217,8 @@ class Aggregator(nn.Module):
         x = ((images - self._mean.to(images.dtype)) / self._std.to(images.dtype)).reshape(B * S, 3, H, W)
         patches = self.patch_embed(x)
         C = patches.shape[-1]
-        tokens = torch.cat(
-            [_first_and_rest(self.camera_token, B, S).to(patches.dtype),
-             _first_and_rest(self.register_token, B, S).to(patches.dtype), patches], dim=1
+        tokens = torch.cat(  # no casts: torch.cat promotes, as upstream's aggregator does
+            [_first_and_rest(self.camera_token, B, S), _first_and_rest(self.register_token, B, S), patches], dim=1
         )
         P = tokens.shape[1]
         pos = grid_positions(B * S, H // p, W // p, images.device) + 1
@@ -247,7 +269,10 @@ class _ResidualConvUnit(nn.Module):
         self.conv2 = nn.Conv2d(f, f, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(F.relu(self.conv1(F.relu(x)))) + x
+        # Upstream's unit holds nn.ReLU(inplace=True): its first activation overwrites x, so the skip
+        # adds relu(x), not x. VGGT-1B's heads were trained that way (pinned by tests/test_parity_vggt.py).
+        x = F.relu(x)
+        return self.conv2(F.relu(self.conv1(x))) + x
 
 
 class _FusionBlock(nn.Module):
@@ -363,7 +388,7 @@ class VGGTModel(nn.Module):
                else torch.autocast(images.device.type, enabled=False))
         with ctx:
             tokens = self.aggregator(images)
-        tokens = [t.float() for t in tokens]  # heads run in fp32, as upstream
+        tokens = [t.float() for t in tokens]  # heads in fp32 (upstream disables autocast around them)
         ps = self.aggregator.patch_start_idx
         pose = self.camera_head(tokens)
         depth, depth_conf = self.depth_head(tokens, H, W, ps)
@@ -405,11 +430,20 @@ def vggt_input_hw(hw: tuple[int, int], width: int = 518, patch: int = 14) -> tup
 
 
 def preprocess(video: torch.Tensor, width: int = 518, patch: int = 14) -> torch.Tensor:
-    """``[T,3,H,W]`` in [0,1] -> ``[T,3,h,width]`` in [0,1] (bicubic antialiased resize, centre crop to ``width`` rows)."""
+    """``[T,3,H,W]`` in [0,1] -> ``[T,3,h,width]`` in [0,1]: VGGT's ``load_and_preprocess_images`` (crop mode).
+
+    Each frame is resized as 8-bit RGB with ``PIL.Image.resize(..., BICUBIC)``
+    to ``width x round(H * width / W / patch) * patch`` and read back as
+    ``uint8 / 255`` (kernel ``pil-bicubic`` of :mod:`vidprobe.backbones.resize`),
+    then centre-cropped to ``width`` rows when taller (top row
+    ``(h - width) // 2``). A frame already at that size is left as it is.
+    Matches the release's function exactly on 8-bit frames (pinned by
+    ``tests/test_parity_vggt.py``).
+    """
+    from vidprobe.backbones.resize import resize_video
+
     (rh, rw), ch = vggt_input_hw(tuple(video.shape[-2:]), width, patch)
-    x = video.float()
-    if (rh, rw) != tuple(x.shape[-2:]):
-        x = F.interpolate(x, size=(rh, rw), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    x = resize_video(video.float(), (rh, rw), "pil-bicubic")
     if rh > ch:
         top = (rh - ch) // 2
         x = x[..., top:top + ch, :]
@@ -500,19 +534,24 @@ class VGGTLabeler:
     ``depth [T,h,w]``, ``confidence [T,h,w]`` (depth confidence, >= 1),
     ``valid [T,h,w]``, ``intrinsics [T,3,3]``, ``extrinsics [T,3,4]`` at VGGT's
     input resolution (see :func:`preprocess`). Cameras come from the camera
-    head's last iteration via :func:`vidprobe.geometry.decode_pose` (VGGT's
-    encoding is identical to ours; fovs are clamped to [1e-4, pi - 1e-4] so a
-    degenerate prediction cannot give an infinite or negative focal).
-    ``points_from="point_head"`` (default) writes the point head's world
-    points (VGGT's world = the frame-0 camera); ``"depth"`` writes the depth
-    map unprojected with the predicted cameras, so depth, cameras and points
-    are exactly consistent. ``valid`` marks finite, positive depth.
+    head's last iteration via :func:`vidprobe.geometry.decode_pose` (equal to
+    upstream's ``pose_encoding_to_extri_intri``, which the release uses;
+    fovs are clamped to [1e-4, pi - 1e-4] so a degenerate prediction cannot
+    give an infinite or negative focal -- the release does not clamp).
+    ``points_from="depth"`` (default) writes the depth map unprojected with
+    the predicted cameras -- the release's stored ``pointmaps``
+    (``unproject_depth_map_to_point_map``; equal to it in the parity test) --
+    so depth, cameras and points are exactly consistent; ``"point_head"``
+    writes the point head's world points instead (VGGT's world = the frame-0
+    camera). ``confidence`` is ``depth_conf``, the release's ``confmaps``.
+    ``valid`` marks finite, positive depth (where it is not, depth is set to
+    0; the release stores depth as predicted).
     """
 
     name = "vggt"
 
     def __init__(self, model: VGGTModel, device: torch.device, autocast_dtype: torch.dtype | None,
-                 points_from: str = "point_head", model_id: str | None = None):
+                 points_from: str = "depth", model_id: str | None = None):
         if points_from not in ("point_head", "depth"):
             raise ValueError(f"VGGTLabeler: points_from must be 'point_head' or 'depth', got {points_from!r}")
         self.model = model
@@ -525,7 +564,8 @@ class VGGTLabeler:
         cfg = self.model.cfg
         return {"labeler": "vggt", "model_id": self.model_id or "random-init", "points_from": self.points_from,
                 "confidence": "depth_conf", "input_width": cfg.input_width,
-                "resize": "vggt crop: width W', height round(H*W'/W/14)*14 (bicubic), centre crop to W' rows"}
+                "resize": "vggt crop: width W', height round(H*W'/W/14)*14 (PIL bicubic, 8-bit), "
+                          "centre crop to W' rows"}
 
     @torch.inference_mode()
     def __call__(self, video: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -558,9 +598,15 @@ def build_labeler(
     dtype: str | torch.dtype | None = None,
     tiny: bool = False,
     seed: int = 0,
-    points_from: str = "point_head",
+    points_from: str = "depth",
 ) -> VGGTLabeler:
-    """VGGT-1B labeler (bf16 autocast for the aggregator on CUDA, heads in fp32); ``tiny`` = random tiny model."""
+    """VGGT-1B labeler; ``tiny`` = random tiny model.
+
+    On CUDA the aggregator runs under ``dtype`` autocast (default bf16, as the
+    release's ``torch.amp.autocast("cuda", dtype=torch.bfloat16)``) and the
+    heads in fp32 (upstream's ``VGGT.forward`` disables autocast around them);
+    on CPU everything is fp32.
+    """
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     model = build_model(model_id, revision, tiny=tiny, seed=seed, device=dev)

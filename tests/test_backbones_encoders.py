@@ -12,6 +12,8 @@ import torch
 from vidprobe.backbones import get_backbone, registry
 from vidprobe.backbones.base import MissingExtraError
 from vidprobe.backbones.common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     chunked_clips,
     drop_unused,
     interleaved_clips,
@@ -120,6 +122,27 @@ def test_dinov2_matches_hidden_states(name, prefix):
     torch.testing.assert_close(fs.maps[(-1, None)], out.last_hidden_state[:, prefix:].reshape(5, 3, 5, 32))
     # the raw last block differs from the normalised output
     assert not torch.allclose(fs.maps[(-1, None)], out.hidden_states[3][:, prefix:].reshape(5, 3, 5, 32))
+
+
+def test_dinov2_release_preprocessing_pil_bicubic():
+    """The release: PIL ``resize((W, H), BICUBIC)`` of each decoded frame, then the dinov2 image processor
+    (``BitImageProcessor``: rescale 1/255, ImageNet mean/std) with resize and centre crop off."""
+    tf = require_transformers()
+    from PIL import Image
+
+    proc_cls = getattr(tf, "BitImageProcessorPil", None) or tf.BitImageProcessor  # the numpy/PIL processor
+    proc = proc_cls(image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD))  # facebook/dinov2-* values
+    g = torch.Generator().manual_seed(5)
+    u8 = torch.randint(0, 256, (3, 3, 45, 80), generator=g, dtype=torch.uint8)
+    pil = [Image.fromarray(f.permute(1, 2, 0).numpy(), mode="RGB").resize((42, 28), Image.BICUBIC) for f in u8]
+    ref = proc(images=pil, return_tensors="pt", do_center_crop=False, do_resize=False)["pixel_values"]
+    bb = get_backbone("dinov2-large", tiny=True, height=28, width=42, resize="pil-bicubic", dtype="fp32", device="cpu")
+    ours = bb.preprocess(u8.float() / 255)
+    torch.testing.assert_close(ours, ref.float(), rtol=1e-5, atol=1e-5)
+    default = get_backbone("dinov2-large", tiny=True, height=28, width=42).preprocess(u8.float() / 255)
+    assert (default - ref).abs().max() > 1e-2  # the default kernel (torch bilinear) is not the release's
+    with pytest.raises(ValueError, match="resize kernel"):
+        get_backbone("dinov2-large", tiny=True, resize="lanczos")
 
 
 def test_dinov2_early_stop_skips_later_blocks():
@@ -301,6 +324,10 @@ def test_registry_lists_every_encoder_and_control():
         "facebook/dinov2-large", (420, 728), -1, "per-frame")
     vj = registry()["vjepa-vith16-384"][0]
     assert (vj.input_hw, vj.num_frames, vj.num_layers) == ((480, 832), 76, 32)
+    assert vj.default_layer == 32  # the reference reads the last block before the final norm
+    assert registry()["vjepa-vitl16"][0].default_layer == -1
+    with pytest.raises(ValueError, match="resize kernel"):
+        get_backbone("vjepa-vitl16", tiny=True, resize="area")
     with pytest.raises(KeyError, match="unknown backbone"):
         get_backbone("no-such-model")
 

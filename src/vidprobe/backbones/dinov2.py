@@ -2,11 +2,18 @@
 
 Layout: per frame (map t serves frame t). Input: every frame resized to the
 adapter's input size (a multiple of the patch size 14; the reference feeds
-728x420 -> a 30x52 grid) and normalised with the ImageNet mean/std.
+728x420 -> a 30x52 grid) with the ``resize`` kernel (default ``bilinear``;
+the study's release resizes the decoded frames with PIL bicubic:
+``resize="pil-bicubic"``) and normalised with the ImageNet mean/std.
 Features are the patch tokens (CLS and register tokens dropped). Layer ``k``
 is the raw output of block ``k``; layer ``-1`` is the model's final
-LayerNorm output (``last_hidden_state``, the hub model's
-``x_norm_patchtokens``), which is what the reference reads as "last".
+LayerNorm output (``last_hidden_state`` without its CLS token, the hub
+model's ``x_norm_patchtokens``). The study's release reads exactly that from
+``Dinov2Model`` (``facebook/dinov2-large``: no register tokens) in fp32;
+``tests/test_backbones_encoders.py`` checks layer ``-1`` against
+``last_hidden_state[:, 1:]`` and the preprocessing against transformers'
+``BitImageProcessor`` (the dinov2 processor, with ``do_resize`` and
+``do_center_crop`` off as in the release) on PIL-bicubic-resized frames.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from vidprobe.backbones.common import (
     IMAGENET_STD,
     LAST,
     both_or_neither,
+    check_kernel,
     check_timesteps,
     check_video,
     load_or_random,
@@ -77,6 +85,7 @@ class DINOv2Backbone:
         dtype: torch.dtype,
         batch_size: int = 8,
         model_id: str | None = None,
+        resize: str = "bilinear",
     ):
         self.spec = spec
         self.model = model
@@ -87,6 +96,7 @@ class DINOv2Backbone:
         self.dtype = dtype
         self.batch_size = max(1, int(batch_size))
         self.model_id = model_id
+        self.resize = check_kernel(resize, spec.name)
 
     @property
     def blocks(self) -> Sequence[torch.nn.Module]:
@@ -102,7 +112,8 @@ class DINOv2Backbone:
 
     def preprocess(self, video: torch.Tensor) -> torch.Tensor:
         """``[T,3,H,W]`` in [0,1] -> normalised pixel values ``[T,3,h*14,w*14]`` on the model's device."""
-        return prepare_frames(video, self.input_hw, IMAGENET_MEAN, IMAGENET_STD, self.device, self.dtype)
+        return prepare_frames(video, self.input_hw, IMAGENET_MEAN, IMAGENET_STD, self.device, self.dtype,
+                              kernel=self.resize)
 
     @torch.inference_mode()
     def extract(self, video, layers, timesteps=(None,), clip=None) -> FeatureSet:
@@ -123,7 +134,7 @@ class DINOv2Backbone:
         maps = {(req, None): torch.cat(v) for req, v in parts.items()}
         info = {
             "input_hw": self.input_hw, "grid": (h, w), "layout": self.spec.frame_layout, "model_id": self.model_id,
-            "last_is_final_norm": any(req == LAST for req, _ in resolved),
+            "last_is_final_norm": any(req == LAST for req, _ in resolved), "resize": self.resize,
         }
         return FeatureSet(maps=maps, frame_index=per_frame_index(video.shape[0]), info=info)
 
@@ -143,8 +154,13 @@ def build(
     random_init: bool = False,
     seed: int = 0,
     batch_size: int = 8,
+    resize: str = "bilinear",
 ) -> DINOv2Backbone:
-    """Load (or randomly initialise) a DINOv2 variant. ``tiny`` = a 3-block random model for tests."""
+    """Load (or randomly initialise) a DINOv2 variant. ``tiny`` = a 3-block random model for tests.
+
+    ``resize``: frame resize kernel (:mod:`vidprobe.backbones.resize`; the study's release: ``pil-bicubic``).
+    """
+    check_kernel(resize, spec.name)
     tf = require_transformers()
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
@@ -164,7 +180,8 @@ def build(
             setattr(config, k, v)
     mid = model_id or spec.model_id
     model = load_or_random(cls, config, mid, revision, random_init, dtype=dt, device=dev, seed=seed)
-    return DINOv2Backbone(spec, model, hw, dev, dt, batch_size=batch_size, model_id=None if random_init else mid)
+    return DINOv2Backbone(spec, model, hw, dev, dt, batch_size=batch_size, model_id=None if random_init else mid,
+                          resize=resize)
 
 
 def _register() -> None:

@@ -13,11 +13,17 @@ Released configuration (its ``config.json``): encoder CroCo ViT-L/16
 eps 1e-6); fusion transformer ("decoder") 24 blocks, 1024-d, 16 heads, no
 RoPE, LayerNorm eps 1e-5 in the blocks and 1e-6 in ``dec_norm``,
 ``random_image_idx_embedding: true``, ``attn_bias_for_inference_enabled:
-false``. Each view's tokens get a 1D sin/cos "image index" embedding (base
-10000, 1000 indices); with the random variant, view 0 gets index 0 and the
-other views distinct random indices in 1..999 (upstream draws them afresh on
-every forward; here they come from a generator seeded with ``seed``, so
-features are reproducible).
+false`` (these config.json values are not checked here: no checkpoint is
+available offline). Each view's tokens get a 1D sin/cos "image index"
+embedding (base 10000, 1000 indices); with the random variant, view 0 gets
+index 0 and the other views distinct random indices in 1..999, drawn as
+``randperm(999, generator)[:V-1] + 1``. The study's release (Fast3R's
+``Fast3RDecoder._get_random_image_pos``) seeds that generator on every
+forward from the unseeded global RNG, so its indices differ from video to
+video and run to run; here the generator is seeded with ``seed`` (the same
+draw for every video of a given view count), so features are reproducible.
+With the same generator seed both draw the same indices
+(``tests/test_parity_fast3r.py``); ``image_ids`` pins them outright.
 
 **Feature index 24.** The fusion transformer returns a list of 25 tensors:
 index 0 is the encoder output (before ``decoder_embed``), index k (1..24) the
@@ -25,12 +31,25 @@ output of fusion block k, where the last entry is replaced by
 ``dec_norm(block 24)``; the DPT head reads indices (0, 12, 18, 24). The
 reference's "feature index 24" is therefore the final, normed fused
 feature -- layer ``-1`` in vidprobe's convention (layer k in 1..24 is the raw
-output of fusion block k). Grid at 512x288: 18 x 32, C = 1024.
+output of fusion block k). Grid at 512x288: 18 x 32, C = 1024. Both readings
+are checked against the release's decoder list in ``tests/test_parity_fast3r.py``.
 
 Input: frames in [0,1], long side resized to 512 and the short side to the
 nearest multiple of 16 (a 960x540 frame becomes 512x288, the reference
-size), normalised to [-1, 1] (mean = std = 0.5, as DUSt3R's loader).
+size), or to a fixed ``height`` x ``width``; ``resize`` names the kernel
+(default ``bicubic``: torch, antialiased). The study's release reads each
+frame file with PIL and resizes it with LANCZOS straight to 512x288
+(``resize="pil-lanczos"``, ``height=288, width=512``), then normalises to
+[-1, 1] (mean = std = 0.5), as here (parity test). It runs every frame of the
+window in one pass (81 on CO3D, 150 on DL3DV) under bf16 autocast.
 Layout: per frame (map t serves frame t), all frames in one pass.
+
+Precision under bf16 autocast (CUDA only here; the parity fixture is fp32, so
+none of this is tested): the image-index embedding is added in place, so the
+decoder's residual stream stays in ``decoder_embed``'s bf16 (the release's
+code reads ``x += image_pos``); RoPE runs on bf16 q/k with angles rounded to
+bf16, which is croco's plain-PyTorch ``RoPE2D``; croco's CUDA ``curope``
+kernel, if the study built it, computes the angles in fp32 (unknown which ran).
 """
 
 from __future__ import annotations
@@ -41,13 +60,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vidprobe.backbones.base import BackboneSpec, FeatureSet, register
 from vidprobe.backbones.common import (
     both_or_neither,
     LAST,
+    check_kernel,
     check_timesteps,
     check_video,
     normalize,
@@ -55,6 +74,7 @@ from vidprobe.backbones.common import (
     resolve_device,
     resolve_dtype,
     resolve_layers,
+    resize_video,
     seeded,
 )
 from vidprobe.backbones.vit3d import Block, RoPE2D, grid_positions, load_into, load_state_dict_file, resolve_checkpoint
@@ -156,26 +176,35 @@ class Fast3RNet(nn.Module):
         self.decoder = Fast3RDecoder(cfg)
 
     def forward(self, frames: torch.Tensor, stop_after: int | None = None, seed: int = 0,
-                encoder_chunk: int = 32) -> dict[str, Any]:
+                encoder_chunk: int = 32, image_ids: torch.Tensor | None = None) -> dict[str, Any]:
         """``frames [N,3,H,W]`` (normalised) -> ``{"encoder": [N,P,Ce], "blocks": [raw block k outputs
-        [N,P,Cd] for k=1..stop_after], "final": dec_norm(block L) or None when stopped early}``."""
+        [N,P,Cd] for k=1..stop_after], "final": dec_norm(block L) or None when stopped early, "image_ids": [N]}``.
+
+        ``image_ids [N]`` (optional) replaces the seeded draw of the views' image indices.
+        """
         N = frames.shape[0]
         n_blocks = self.cfg.dec_depth if stop_after is None else int(stop_after)
         if not 1 <= n_blocks <= self.cfg.dec_depth:
             raise ValueError(f"Fast3R: stop_after={stop_after} outside 1..{self.cfg.dec_depth}")
         enc = torch.cat([self.encoder(c) for c in frames.split(encoder_chunk)])
         P = enc.shape[1]
-        gen = torch.Generator().manual_seed(int(seed))
-        ids = self.decoder.image_ids(N, gen).to(frames.device)
-        img_pos = self.decoder.image_idx_emb[ids].to(enc.dtype)  # [N, Cd]
+        if image_ids is None:
+            ids = self.decoder.image_ids(N, torch.Generator().manual_seed(int(seed)))
+        else:
+            ids = torch.as_tensor(image_ids, dtype=torch.long).reshape(-1)
+            if ids.numel() != N or int(ids.min()) < 0 or int(ids.max()) >= self.cfg.max_image_idx:
+                raise ValueError(f"Fast3R: image_ids must be {N} indices in 0..{self.cfg.max_image_idx - 1}, "
+                                 f"got {ids.tolist()}")
+        img_pos = self.decoder.image_idx_emb[ids.to(frames.device)]  # [N, Cd] fp32
         x = self.decoder.decoder_embed(enc.reshape(1, N * P, -1))
-        x = x + img_pos[:, None, :].expand(N, P, -1).reshape(1, N * P, -1)
+        # added in place: the residual stream keeps decoder_embed's dtype (bf16 under autocast)
+        x += img_pos[:, None, :].expand(N, P, -1).reshape(1, N * P, -1)
         blocks = []
         for i in range(n_blocks):
             x = self.decoder.dec_blocks[i](x)
             blocks.append(x.reshape(N, P, -1))
         final = self.decoder.dec_norm(x).reshape(N, P, -1) if n_blocks == self.cfg.dec_depth else None
-        return {"encoder": enc, "blocks": blocks, "final": final}
+        return {"encoder": enc, "blocks": blocks, "final": final, "image_ids": ids.cpu()}
 
     def reference_outputs(self, frames: torch.Tensor, seed: int = 0) -> list[torch.Tensor]:
         """The upstream decoder's output list: [encoder, block 1, ..., block L-1, dec_norm(block L)]."""
@@ -210,7 +239,8 @@ def input_hw(hw: tuple[int, int], long_side: int = 512, patch: int = 16) -> tupl
 
 class Fast3RBackbone:
     def __init__(self, spec: BackboneSpec, model: Fast3RNet, device: torch.device, dtype: torch.dtype,
-                 model_id: str | None, seed: int = 0, height: int | None = None, width: int | None = None):
+                 model_id: str | None, seed: int = 0, height: int | None = None, width: int | None = None,
+                 resize: str = "bicubic", image_ids: torch.Tensor | None = None):
         self.spec = spec
         self.model = model
         self.device = device
@@ -218,19 +248,20 @@ class Fast3RBackbone:
         self.model_id = model_id
         self.seed = int(seed)
         self.fixed_hw = (height, width) if height is not None and width is not None else None
+        self.resize = check_kernel(resize, spec.name)
+        self.image_ids = image_ids  # pins the views' image indices (tests); None: drawn from ``seed``
 
     @property
     def num_layers(self) -> int:
         return self.model.cfg.dec_depth
 
     def preprocess(self, video: torch.Tensor) -> torch.Tensor:
+        """``[T,3,H,W]`` in [0,1] -> ``[T,3,h,w]`` resized with ``resize``, normalised to [-1, 1]."""
         cfg = self.model.cfg
         hw = self.fixed_hw or input_hw(tuple(video.shape[-2:]), cfg.input_long_side, cfg.patch_size)
         if hw[0] % cfg.patch_size or hw[1] % cfg.patch_size:
             raise ValueError(f"{self.spec.name}: input size {hw} must be a multiple of {cfg.patch_size}")
-        x = video.to(self.device, torch.float32)
-        if tuple(x.shape[-2:]) != tuple(hw):
-            x = F.interpolate(x, size=tuple(hw), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+        x = resize_video(video.to(self.device, torch.float32), tuple(hw), self.resize)
         return normalize(x, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
     @torch.inference_mode()
@@ -247,13 +278,14 @@ class Fast3RBackbone:
         use_ac = self.device.type == "cuda" and self.dtype != torch.float32
         ctx = torch.autocast("cuda", dtype=self.dtype) if use_ac else torch.autocast(self.device.type, enabled=False)
         with ctx:
-            out = self.model(x, stop_after=deepest, seed=self.seed)
+            out = self.model(x, stop_after=deepest, seed=self.seed, image_ids=self.image_ids)
         maps = {}
         for req, b in resolved:
             t = out["final"] if req == LAST else out["blocks"][b - 1]
             maps[(req, None)] = t.reshape(t.shape[0], h, w, t.shape[-1]).float().cpu()
         info = {"input_hw": (int(H), int(W)), "grid": (h, w), "layout": self.spec.frame_layout, "model_id": self.model_id,
-                "seed": self.seed, "last_is_reference_index_24": any(r == LAST for r, _ in resolved)}
+                "seed": self.seed, "image_ids": out["image_ids"].tolist(), "resize": self.resize,
+                "last_is_reference_index_24": any(r == LAST for r, _ in resolved)}
         return FeatureSet(maps=maps, frame_index=per_frame_index(video.shape[0]), info=info)
 
 
@@ -269,16 +301,21 @@ def build(
     height: int | None = None,
     width: int | None = None,
     config_overrides: dict | None = None,
+    resize: str = "bicubic",
 ) -> Fast3RBackbone:
-    """Fast3R as a backbone; ``height``/``width`` (multiples of 16) replace the long-side-512 resize."""
+    """Fast3R as a backbone; ``height``/``width`` (multiples of 16) replace the long-side-512 resize.
+
+    ``resize``: frame resize kernel (:mod:`vidprobe.backbones.resize`; the study's release: ``pil-lanczos``).
+    """
     both_or_neither(height, width, spec.name)
+    check_kernel(resize, spec.name)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     mid = model_id or spec.model_id
     cfg = replace(TINY if tiny else FULL, **(config_overrides or {}))
     model = build_model(mid, revision, random_init=tiny or random_init, seed=seed, device=dev, config=cfg)
     return Fast3RBackbone(spec, model, dev, dt, None if (tiny or random_init) else mid, seed=seed,
-                          height=height, width=width)
+                          height=height, width=width, resize=resize)
 
 
 def _register() -> None:

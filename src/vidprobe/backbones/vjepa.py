@@ -12,12 +12,16 @@ load with ``load_state_dict(strict=True)``:
     blocks.N.norm1 / attn.qkv / attn.proj / norm2 / mlp.fc1 / mlp.fc2
     norm                             final LayerNorm (eps 1e-6)
 
-The checkpoint keeps the encoders under ``encoder`` / ``target_encoder`` with
-a ``module.backbone.`` prefix (DDP + multi-mask wrapper); the evaluation code
-of the release loads ``target_encoder`` with both prefixes stripped, and so
-does :func:`load_vjepa_state_dict`. Inputs of another size than the trained
-one get the position table trilinearly interpolated from the trained grid
-(as the release does).
+Checkpoint: the file keeps two encoders, ``encoder`` (the online encoder) and
+``target_encoder`` (its EMA copy), each under a ``module.backbone.`` prefix
+(DDP + multi-mask wrapper); :func:`load_vjepa_state_dict` takes the entry
+named by ``checkpoint_key`` and strips ``module.`` and ``backbone.``. The
+default is ``target_encoder``; the study's release loads ``encoder``
+(``checkpoint_key="encoder"``, set by the paper configs; proven by
+``tests/test_parity_vjepa.py``, whose fixture checkpoint holds both). Inputs
+of another size than the trained one get the position table trilinearly
+interpolated from the trained grid (``align_corners=False``; equal to the
+release's scale-factor interpolation in the parity test, 2x2 -> 2x3 grid).
 
 Frame layout (the reference's setting): the video is split into 5
 interleaved clips that all start with frame 0 (clip k = frame 0, k+1, k+6,
@@ -26,9 +30,18 @@ five 16-frame clips, each resized to 832x480 -> 8 x 30 x 52 tokens. Each
 clip is padded to a multiple of the tubelet by repeating its last frame.
 Feature maps are concatenated clip after clip, so map ``8k + q`` is tubelet
 ``q`` of clip ``k``; frame ``t >= 1`` is served by clip ``(t-1) % 5``,
-tubelet ``((t-1)//5 + 1) // 2``, frame 0 by map 0. Layer ``-1`` is the
-encoder's output after the final norm (what the release returns); layer
-``k`` is block ``k``'s raw output.
+tubelet ``((t-1)//5 + 1) // 2``, frame 0 by map 0. The clips and this frame
+-> map table are those of the release's ``VJEPAFeaturizer_Spaced`` and its
+probe dataset (``tests/test_parity_vjepa.py``).
+
+Layers: layer ``k`` (1..L) is block ``k``'s raw output; layer ``-1`` is the
+encoder's output after the final LayerNorm. The study's release returns the
+last block *before* the norm (its norm lines are commented out), i.e. layer
+``L`` (32 for ViT-H), which is the reference variant's default layer.
+Reference inputs: fp32, frames resized with PIL bilinear (``resize=
+"pil-bilinear"``: torchvision ``T.Resize`` on PIL images), ImageNet
+normalisation; every one of these is checked against the release's
+featurizer in the parity test.
 """
 
 from __future__ import annotations
@@ -48,6 +61,7 @@ from vidprobe.backbones.common import (
     IMAGENET_STD,
     LAST,
     both_or_neither,
+    check_kernel,
     check_timesteps,
     check_video,
     drop_unused,
@@ -69,6 +83,7 @@ from vidprobe.backbones.common import (
 CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/jepa/{name}/{name}.pth.tar"
 REFERENCE_HW = (480, 832)
 REFERENCE_CLIPS = 5
+CHECKPOINT_KEYS = ("encoder", "target_encoder")
 
 # variant -> architecture (trained with 16-frame clips, tubelet 2, patch 16)
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -250,10 +265,13 @@ def _strip(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def load_vjepa_state_dict(source: str | Path, key: str = "target_encoder") -> dict[str, torch.Tensor]:
     """Encoder weights from an official checkpoint (local path or http(s) URL) or a safetensors file.
 
-    Takes ``checkpoint[key]`` (default ``target_encoder``, falling back to
-    ``encoder``), or the file itself when it already is a flat state dict;
-    strips ``module.`` and ``backbone.`` prefixes.
+    Takes ``checkpoint[key]`` (``key`` in :data:`CHECKPOINT_KEYS`; a checkpoint
+    holding encoders but not ``key`` is refused, never silently swapped), or
+    the file itself when it already is a flat state dict; strips ``module.``
+    and ``backbone.`` prefixes.
     """
+    if key not in CHECKPOINT_KEYS:
+        raise ValueError(f"V-JEPA: checkpoint_key must be one of {', '.join(CHECKPOINT_KEYS)}, got {key!r}")
     src = str(source)
     if src.endswith(".safetensors"):
         from safetensors.torch import load_file
@@ -267,10 +285,12 @@ def load_vjepa_state_dict(source: str | Path, key: str = "target_encoder") -> di
         obj = torch.load(src, map_location="cpu", weights_only=True)
     if not isinstance(obj, dict):
         raise ValueError(f"{src}: expected a checkpoint dict, got {type(obj).__name__}")
-    for k in (key, "target_encoder", "encoder"):
-        if k in obj and isinstance(obj[k], dict):
-            obj = obj[k]
-            break
+    entries = [k for k in CHECKPOINT_KEYS if isinstance(obj.get(k), dict)]
+    if entries:
+        if key not in entries:
+            raise ValueError(f"{src}: no {key!r} entry in the checkpoint (it has {', '.join(entries)}); "
+                             f"set checkpoint_key to one of those")
+        obj = obj[key]
     sd = _strip({k: v for k, v in obj.items() if isinstance(v, torch.Tensor)})
     if "patch_embed.proj.weight" not in sd:
         raise ValueError(f"{src}: no V-JEPA encoder weights found (no 'patch_embed.proj.weight' under {key!r})")
@@ -302,6 +322,7 @@ class VJEPABackbone:
         num_clips: int = REFERENCE_CLIPS,
         clips_per_batch: int = 1,
         model_id: str | None = None,
+        resize: str = "bilinear",
     ):
         self.spec = spec
         self.model = model
@@ -310,6 +331,7 @@ class VJEPABackbone:
         self.num_clips = int(num_clips)
         self.clips_per_batch = max(1, int(clips_per_batch))
         self.model_id = model_id
+        self.resize = check_kernel(resize, spec.name)
 
     @property
     def blocks(self) -> Sequence[nn.Module]:
@@ -320,8 +342,9 @@ class VJEPABackbone:
         return len(self.model.blocks)
 
     def preprocess(self, video: torch.Tensor) -> torch.Tensor:
-        """``[T,3,H,W]`` in [0,1] -> normalised frames at the input size (on the model's device)."""
-        return prepare_frames(video, self.input_hw, IMAGENET_MEAN, IMAGENET_STD, self.device, self.dtype)
+        """``[T,3,H,W]`` in [0,1] -> normalised frames ``[T,3,h,w]`` at the input size (on the model's device)."""
+        return prepare_frames(video, self.input_hw, IMAGENET_MEAN, IMAGENET_STD, self.device, self.dtype,
+                              kernel=self.resize)
 
     def clips(self, T: int) -> list[list[int]]:
         """Frame indices of each (padded) clip fed to the encoder."""
@@ -359,7 +382,7 @@ class VJEPABackbone:
             m, idx = drop_unused(torch.cat(v), fi)
             maps[(req, None)] = m
         info = {"input_hw": self.input_hw, "grid": (h, w), "layout": self.spec.frame_layout,
-                "clips": clips, "model_id": self.model_id}
+                "clips": clips, "model_id": self.model_id, "resize": self.resize}
         return FeatureSet(maps=maps, frame_index=idx, info=info)
 
 
@@ -378,8 +401,20 @@ def build(
     seed: int = 0,
     num_clips: int = REFERENCE_CLIPS,
     clips_per_batch: int = 1,
+    resize: str = "bilinear",
+    checkpoint_key: str = "target_encoder",
 ) -> VJEPABackbone:
-    """V-JEPA encoder: official weights from ``model_id`` (path or URL; default the release URL) or random."""
+    """V-JEPA encoder: official weights from ``model_id`` (path or URL; default: facebookresearch/jepa's download URL) or random.
+
+    ``resize``: frame resize kernel (:mod:`vidprobe.backbones.resize`; the
+    study's release: ``pil-bilinear``). ``checkpoint_key``: which encoder of
+    the checkpoint to load, ``target_encoder`` (default, the EMA encoder) or
+    ``encoder`` (what the study's release loads).
+    """
+    check_kernel(resize, spec.name)
+    if checkpoint_key not in CHECKPOINT_KEYS:
+        raise ValueError(f"{spec.name}: checkpoint_key must be one of {', '.join(CHECKPOINT_KEYS)}, "
+                         f"got {checkpoint_key!r}")
     if revision is not None:
         raise ValueError(f"{spec.name}: V-JEPA checkpoints are plain files; 'revision' does not apply")
     dev = resolve_device(device)
@@ -392,13 +427,14 @@ def build(
             model = build_encoder(variant, tiny=tiny, **(config_overrides or {}))
     else:
         src = model_id or spec.model_id
-        sd = load_vjepa_state_dict(src)
+        sd = load_vjepa_state_dict(src, key=checkpoint_key)
         with torch.device("meta"):  # no random init of weights that are about to be replaced
             model = build_encoder(variant, **(config_overrides or {}))
         load_into(model, sd, source=str(src))
     model = model.to(device=dev, dtype=dt).eval()
     model.requires_grad_(False)
-    return VJEPABackbone(spec, model, hw, dev, dt, num_clips=num_clips, clips_per_batch=clips_per_batch, model_id=src)
+    return VJEPABackbone(spec, model, hw, dev, dt, num_clips=num_clips, clips_per_batch=clips_per_batch, model_id=src,
+                         resize=resize)
 
 
 def _register() -> None:
@@ -409,13 +445,13 @@ def _register() -> None:
             family="vjepa",
             model_id=CHECKPOINT_URL.format(name=variant),
             num_layers=arch["depth"],
-            default_layer=LAST,
+            default_layer=arch["depth"] if ref else LAST,  # reference: the last block before the final norm
             input_hw=REFERENCE_HW,
             num_frames=76,
             frame_layout=f"interleaved {REFERENCE_CLIPS} clips from frame 0, tubelet 2",
             extras=None,
             description=f"V-JEPA ViT-{'H' if 'vith' in variant else 'L'}/16 ({arch['img_size']}), C={arch['embed_dim']}"
-            + (" (reference: last layer, 832x480, 5x16 frames)" if ref else ""),
+            + (f" (reference: block {arch['depth']} before the final norm, 832x480, 5x16 frames)" if ref else ""),
         )
         register(spec, functools.partial(build, spec, variant))
 

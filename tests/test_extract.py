@@ -402,3 +402,36 @@ def test_cli_extract_errors(tmp_path, cli_env):
     assert runner.invoke(app, base + ["--tiny"]).exit_code == 0
     r = runner.invoke(app, base + ["--tiny", "--dtype", "fp32"])
     assert r.exit_code == 2 and "dtype" in r.output and "Use another --out directory" in r.output
+
+
+def test_cli_backbone_args_reach_the_builder_and_the_manifest(tmp_path, monkeypatch):
+    """`--backbone-arg KEY=VALUE` passes any builder option (YAML-typed) and refuses unknown ones by name."""
+    from vidprobe.backbones import base
+
+    made = []
+
+    def factory(tiny: bool = False, resize: str = "bilinear", checkpoint_key: str = "target_encoder", frames: int = 1):
+        made.append({"tiny": tiny, "resize": resize, "checkpoint_key": checkpoint_key, "frames": frames})
+        return TinyBackbone()
+
+    monkeypatch.setitem(base._REGISTRY, SPEC.name, (SPEC, factory))
+    fake = types.ModuleType("vidprobe.data.open")
+    fake.open_dataset = lambda path: TinyDataset(ids(2))
+    monkeypatch.setitem(sys.modules, "vidprobe.data.open", fake)
+    from typer.testing import CliRunner
+
+    from vidprobe import cli
+
+    cli._load()
+    runner = CliRunner()
+    out = tmp_path / "f"
+    r = runner.invoke(cli.app, ["extract", "-b", SPEC.name, "-d", "x", "-o", str(out), "--tiny", "-q",
+                                "-a", "resize=pil-lanczos", "--backbone-arg", "checkpoint-key=encoder", "-a", "frames=3"])
+    assert r.exit_code == 0, r.output
+    assert made == [{"tiny": True, "resize": "pil-lanczos", "checkpoint_key": "encoder", "frames": 3}]
+    assert FeatureStore(out).settings["backbone_kwargs"] == {"tiny": True, "resize": "pil-lanczos",
+                                                              "checkpoint_key": "encoder", "frames": 3}
+    for extra, msg in [(["-a", "colour=red"], "does not take colour"), (["-a", "novalue"], "expected KEY=VALUE"),
+                       (["--tiny", "-a", "tiny=true"], "given twice")]:
+        r = runner.invoke(cli.app, ["extract", "-b", SPEC.name, "-d", "x", "-o", str(tmp_path / "g"), "-q", *extra])
+        assert r.exit_code != 0 and msg in r.output, (extra, r.output)

@@ -14,9 +14,10 @@ Layer convention used by every adapter: layer ``k`` (1..L) is the output of
 the k-th transformer block, *before* any final norm (what Hugging Face calls
 ``hidden_states[k]``). Layer ``-1`` ("last") is the model's own final output,
 i.e. the last block followed by the final LayerNorm when the model has one
-(``last_hidden_state``; DINOv2's ``x_norm_patchtokens``; V-JEPA's encoder
-output). The reference study reads "last" this way, so ``-1`` reproduces it;
-``L`` and ``-1`` therefore differ for models with a final norm, and the
+(``last_hidden_state``; DINOv2's ``x_norm_patchtokens``). The reference reads
+DINOv2 and Fast3R this way; V-JEPA it reads at layer ``L`` (its release returns
+the last block before the norm; tests/test_parity_vjepa.py). ``L`` and ``-1``
+therefore differ for models with a final norm, and the
 feature key keeps the number the caller asked for.
 """
 

@@ -39,6 +39,23 @@ def _ints(text: str | None, what: str) -> list[int | None] | None:
     return out
 
 
+def parse_backbone_args(items: list[str]) -> dict:
+    """``["resize=pil-lanczos", "dtype=fp32"]`` -> ``{"resize": "pil-lanczos", "dtype": "fp32"}`` (values read as YAML)."""
+    import yaml
+
+    out: dict = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key.isidentifier():
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--backbone-arg")
+        try:
+            out[key] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            out[key] = text
+    return out
+
+
 def backbone_kwargs_for(factory, name: str, options: dict) -> dict:
     """Keep the options the user set; refuse one the backbone's factory does not take."""
     given = {k: v for k, v in options.items() if v is not None and v is not False}
@@ -82,6 +99,9 @@ def extract(
     height: Optional[int] = typer.Option(None, help="Input height fed to the model (default: the backbone's)."),
     width: Optional[int] = typer.Option(None, help="Input width fed to the model (default: the backbone's)."),
     split: Optional[str] = typer.Option(None, help="Only this split of the dataset (train/test); default all videos."),
+    backbone_arg: Optional[list[str]] = typer.Option(
+        None, "--backbone-arg", "-a", help="KEY=VALUE passed to the backbone's builder (repeatable; YAML values), e.g. "
+        "-a resize=pil-lanczos -a dtype=fp32 -a checkpoint_key=encoder. `vidprobe backbones` lists each one's options."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Extract frozen-model features of every video into a resumable feature store.
@@ -120,10 +140,12 @@ def extract(
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     if (height is None) != (width is None):
         raise typer.BadParameter("give both --height and --width, or neither")
-    kwargs = backbone_kwargs_for(
-        factory, backbone,
-        {"model_id": model_id, "revision": revision, "tiny": tiny, "device": device, "height": height, "width": width},
-    )
+    options = {"model_id": model_id, "revision": revision, "tiny": tiny, "device": device, "height": height, "width": width}
+    for k, v in parse_backbone_args(backbone_arg or []).items():
+        if options.get(k) not in (None, False):
+            raise typer.BadParameter(f"{k} is given twice (as a flag and as --backbone-arg)", param_hint="--backbone-arg")
+        options[k] = v
+    kwargs = backbone_kwargs_for(factory, backbone, options)
     from vidprobe.data.open import open_dataset
 
     try:

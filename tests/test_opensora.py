@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -277,3 +278,90 @@ def test_vae_loads_strictly_from_official_file(tmp_path, bb):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="hunyuan_vae"):
         load_vae(str(tmp_path / "empty"), None)
+
+
+# ------------------------------------------------- release numerics (issue 10)
+def _clip_tensor(bb, video):
+    return bb.preprocess(video).permute(1, 0, 2, 3)[None]  # [1,3,T,H,W] in [-1,1]
+
+
+def test_vae_encodes_the_whole_clip_by_default_not_16_frame_tiles():
+    video = torch.rand(21, 3, 32, 48, generator=torch.Generator().manual_seed(1))
+    whole = _build()
+    assert whole.vae.use_framewise_encoding is False and whole.vae.use_tiling is True
+    assert (whole.vae.tile_sample_min_height, whole.vae.tile_sample_stride_height) == (256, 192)
+    x = _clip_tensor(whole, video)
+    ours = whole.vae_encode(x)
+    with torch.no_grad():  # the untiled call: encoder + quant_conv on all 21 frames, posterior mean
+        mean = whole.vae.quant_conv(whole.vae.encoder(x)).chunk(2, dim=1)[0]
+    assert ours.shape == (1, 16, 6, 4, 6) and torch.allclose(ours, mean, atol=1e-6)
+    tiled = _build(vae_framewise=True)  # diffusers' default: 16-frame temporal tiles
+    assert tiled.vae.use_framewise_encoding is True
+    other = tiled.vae_encode(x)
+    assert other.shape == ours.shape and not torch.allclose(other, ours, atol=1e-4)
+    assert _build(vae_spatial_tiling=False).vae.use_tiling is False
+
+
+def test_posterior_sample_is_seeded_and_differs_from_the_mode(video):
+    a, b = _build(latents="sample"), _build(latents="sample")
+    x = _clip_tensor(a, video)
+    za, zb, z1 = a.vae_encode(x, 0), b.vae_encode(x, 0), a.vae_encode(x, 1)
+    assert torch.equal(za, zb) and not torch.allclose(za, z1)
+    with torch.no_grad():
+        dist = a.vae.encode(x).latent_dist
+    expect = dist.mean + dist.std * make_noise(tuple(dist.mean.shape), noise_seed(0, 0, 1000))
+    assert torch.allclose(za, expect, atol=1e-6)
+    assert not torch.allclose(za, _build().vae_encode(x), atol=1e-6)  # the mode
+    fs = a.extract(video, layers=[1], timesteps=(750,))
+    assert fs.info["preprocess"]["latents"] == "sample"
+    assert torch.equal(fs.maps[(1, 750)], b.extract(video, layers=[1], timesteps=(750,)).maps[(1, 750)])
+    with pytest.raises(ValueError, match="latents"):
+        _build(latents="mean")
+
+
+def test_bf16_schedule_rounds_t_and_feeds_a_bf16_timestep(video):
+    bb = _build(schedule_dtype="bf16")
+    seen = {}
+    h = bb.transformer.register_forward_pre_hook(lambda m, a, kw: seen.update(t=kw["timesteps"]), with_kwargs=True)
+    try:
+        fs = bb.extract(video, layers=[1], timesteps=(750,))
+    finally:
+        h.remove()
+    assert seen["t"].dtype == torch.bfloat16
+    F_, lh, lw = fs.info["time_shift"]["latent_grid"]
+    a = (1 + ((lw * lh) // 4 - 256) * 2 / 3840) * math.sqrt(F_)
+    tau = torch.tensor([0.25], dtype=torch.bfloat16)
+    expect = a * tau / (1 + (a - 1) * tau)  # every op rounded in bf16
+    t = fs.info["timesteps"][0]["model_t"] / 1000
+    assert t == float(expect) == float(seen["t"])
+    t32 = a * 0.25 / (1 + (a - 1) * 0.25)
+    assert t != t32 and abs(t - t32) < 2**-8
+    assert fs.info["time_shift"]["schedule_dtype"] == "bf16"
+    with pytest.raises(ValueError, match="schedule_dtype"):
+        _build(schedule_dtype="fp16")
+
+
+def test_resize_kernel_is_pil_bicubic_on_the_8bit_frames():
+    from PIL import Image
+
+    bb = _build(resize="pil-bicubic")
+    frames = torch.randint(0, 256, (2, 40, 60, 3), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+    video = frames.permute(0, 3, 1, 2).float() / 255
+    x = bb.preprocess(video)
+    ref = Image.fromarray(frames[1].numpy()).resize((48, 32), Image.BICUBIC)
+    expect = torch.from_numpy(np.array(ref)).permute(2, 0, 1).float() / 255 * 2 - 1
+    assert x.shape == (2, 3, 32, 48) and torch.allclose(x[1], expect, atol=1e-6)
+    assert not torch.allclose(_build().preprocess(video)[1], expect, atol=1e-3)  # the default kernel differs
+    with pytest.raises(ValueError, match="resize"):
+        _build(resize="lanczos")
+
+
+def test_129_frames_give_33_latents_and_the_shift_over_them():
+    big = _build(height=480, width=848)  # bookkeeping only
+    assert big.latent_grid(129) == (33, 60, 106)
+    assert big.clips(129) == [list(range(129))]
+    fi = big.frame_index(129)
+    assert fi.shape == (129,) and int(fi.max()) == 32 and int(fi[80]) == 20 and int(fi[81]) == 21
+    a = big.scheduler.set_grid(*big.latent_grid(129))
+    assert a == pytest.approx((1 + (1590 - 256) * 2 / 3840) * math.sqrt(33))
+    assert float(big.scheduler.timesteps[750]) / 1000 == pytest.approx(a * 0.25 / (1 + (a - 1) * 0.25), rel=1e-6)

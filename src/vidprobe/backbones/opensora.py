@@ -1,85 +1,81 @@
 """Open-Sora 2.0 (11B MMDiT, HunyuanVideo VAE), loaded from the official checkpoint.
 
-Why an own implementation
--------------------------
-The denoiser is Flux-like (19 double-stream blocks, then 38 single-stream
-blocks, C = 3072, 24 heads of 128, RoPE axes (16, 56, 56)) but it does **not**
-match diffusers' ``FluxTransformer2DModel`` block for block: it was trained
-with Liger's *rotate-half* RoPE (``use_liger_rope=True``) where Flux uses
-interleaved pairs, its single-stream blocks fuse ``v`` with the MLP input
-(``v_mlp``; ``fused_qkv=False``), and it adds a zero-initialised ``cond_in``
-projection of the image-to-video condition. :class:`OpenSoraMMDiT` is a
-compact re-implementation whose parameter names and shapes are exactly those
-of the official ``Open_Sora_v2.safetensors`` (upstream
-``opensora/models/mmdit/{model,layers,math}.py`` with the 11B config of
-``configs/diffusion/inference/256px.py``: in_channels 64, vec_in_dim 768,
-context_in_dim 4096, hidden 3072, mlp_ratio 4, heads 24, depth 19,
-depth_single_blocks 38, axes_dim (16, 56, 56), theta 10000, qkv_bias,
-cond_embed, no guidance embedding, fused_qkv False). ``tests/fixtures/
-opensora2_keys.json`` lists those tensors; a test compares the meta-device
-full-size model with it. The checkpoint loads with ``strict=True``.
+The denoiser is :class:`vidprobe.backbones.transformer_opensora.OpenSoraMMDiT`
+(our own network with the official tensor names; the checkpoint loads with
+``strict=True``). The VAE is the HunyuanVideo VAE; its original key names
+equal diffusers' ``AutoencoderKLHunyuanVideo`` (diffusers' conversion maps
+them 1:1), so ``hunyuan_vae.safetensors`` loads strictly into the diffusers
+class (scaling factor 0.476986, shift 0; 4x time, 8x space, 16 channels).
+Both claims, and the whole extraction below, are checked against the study's
+release (VidFM3D ``features/opensora/opensora_features.py``) by
+``tests/test_parity_opensora.py`` on a fixture made by the release's own code
+(``tools/parity/opensora_mmdit.py``).
 
-The VAE is the HunyuanVideo VAE; its original key names equal diffusers'
-``AutoencoderKLHunyuanVideo`` (diffusers' conversion script maps them 1:1), so
-``hunyuan_vae.safetensors`` loads strictly into the diffusers class
-(scaling factor 0.476986, shift 0; 4x time, 8x space, 16 channels).
-
-Extraction (the reference's ``opensora_features.py`` setting)
--------------------------------------------------------------
-* 81 frames at 480x848 -> latents ``[16, 21, 60, 106]`` -> packed 2x2 tokens
-  ``21 x 30 x 53``, C = 3072; frame ``t`` -> latent ``floor((t-1)/4)+1``
-  (frame 0 -> 0).
-* Latents: ``scaling_factor * posterior.mode()``. (The reference calls the
-  upstream ``encode`` which *samples* the posterior; the mode is used here so
-  features are deterministic. With the HunyuanVideo VAE's small posterior
-  variance the difference is minor, but it is a difference.)
+Extraction
+----------
+* Frames are resized to 480x848 (``resize``; the release: PIL bicubic on the
+  8-bit frames, ``resize="pil-bicubic"``) and mapped to [-1, 1].
+* ``T`` frames (padded to ``4k+1``) -> latents ``[16, F, 60, 106]``, ``F =
+  (T-1)/4 + 1`` -> packed 2x2 tokens ``F x 30 x 53``, C = 3072; frame ``t``
+  -> latent ``floor((t-1)/4)+1`` (frame 0 -> 0). The release feeds 129 frames
+  on DL3DV (``F = 33``; set ``num_frames: 129`` in the sweep) and keeps the
+  first 21 maps; here every map is kept (a FeatureSet serves every fed frame).
+* The VAE encodes the whole clip at once (``vae_framewise=False``; diffusers'
+  default would encode 16-frame temporal tiles) with 256-px spatial tiles,
+  stride 192 (``vae_spatial_tiling=True``), as the release's config
+  (``use_spatial_tiling=True``, ``use_temporal_tiling=False``, sample size 256,
+  overlap 0.25). Latents ``x0 = 0.476986 * z`` with ``z`` the posterior mode
+  (``latents="mode"``) or a seeded posterior sample (``latents="sample"``, the
+  release: it calls ``encode`` with ``sample_posterior=True``).
 * Image-to-video condition, once per clip: the first frame alone is
   VAE-encoded into latent frame 0 (other latent frames zero) and a mask
   channel (1 at latent frame 0) is put in front: 17 channels, packed to 68
   and fed through ``cond_in`` (added to ``img_in(x_t)``).
 * Text: empty prompt; T5-XXL ``last_hidden_state`` padded to 512 tokens
-  (no attention mask, as upstream) and CLIP-L ``pooler_output`` (77 tokens),
-  both cached on disk (see :mod:`vidprobe.backbones.diffusion`).
-* Noise (upstream flow matching with ``sigma_min = 1e-5``): for tau the
-  model time is ``t = shift(tau) = a tau / (1 + (a - 1) tau)`` with the
-  resolution-dependent ``a = (1 + (w h / 4 - 256) * 2 / 3840) * sqrt(F)``
-  (``w, h, F``: latent width, height, frames; ``w h / 4`` integer-divided)
-  and ``x_t = (1 - t) x_0 + (1 - (1 - sigma_min)(1 - t)) noise``. The
-  denoiser receives ``t`` (its embedding multiplies by 1000). For 81 frames
-  at 480x848, ``a = 7.7665`` and tau 0.25 -> ``t = 0.7214``: the features
-  are read at high noise. ``info["time_shift"]`` records ``a``.
+  (no attention mask) and CLIP-L ``pooler_output`` (77 tokens), both cached on
+  disk (see :mod:`vidprobe.backbones.diffusion`).
+* Noise (flow matching, ``sigma_min = 1e-5``): for tau the model time is
+  ``t = shift(tau) = a tau / (1 + (a - 1) tau)`` with the resolution-dependent
+  ``a = (1 + (w h // 4 - 256) * 2 / 3840) * sqrt(F)`` over the latent grid
+  actually fed (``w, h, F``: latent width, height, frames) and ``x_t = (1 - t)
+  x_0 + (1 - (1 - sigma_min)(1 - t)) noise``; the denoiser receives ``t``.
+  ``schedule_dtype`` is the dtype of that arithmetic (tau, t, the mix and the
+  timestep fed): the release computes it in its compute dtype, bf16. For 81
+  frames at 480x848 ``a = 7.7665`` and tau 0.25 -> ``t = 0.7214`` (bf16:
+  0.72265625); for 129 frames ``a = 9.7360``, ``t = 0.7645`` (bf16: 0.765625).
+  ``info["time_shift"]`` records ``a``.
 * Timestep forms as everywhere in vidprobe: scheduler index ``i`` with
-  ``tau = 1 - i/1000`` (the index 750 *is* tau 0.25 exactly here, and is the
-  registered default, since the feature store keys timesteps by index).
+  ``tau = 1 - i/1000`` (index 750 *is* tau 0.25 exactly, the registered
+  default; the feature store keys timesteps by index).
 
 Layers
 ------
 vidprobe layers are 1-based block outputs counted **double-stream blocks
 first, then single-stream blocks**: layers 1..19 are ``double_blocks[0..18]``
 (image stream output), layers 20..57 are ``single_blocks[0..37]`` (image
-tokens of the joint sequence). The reference's single-stream block 20
-(0-based) is therefore layer ``19 + 20 + 1 = 40``, the registered default.
+tokens of the joint sequence). The release's single-stream block 20 (0-based,
+``model.single_blocks[20]``, tokens after the 512 text tokens) is therefore
+layer ``19 + 20 + 1 = 40``, the registered default.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vidprobe.backbones.base import BackboneSpec, MissingExtraError, register
 from vidprobe.backbones.common import (
     both_or_neither,
+    check_kernel,
     check_video,
     pad_clip,
+    resize_video,
     resolve_device,
     resolve_dtype,
     seeded,
@@ -91,7 +87,22 @@ from vidprobe.backbones.diffusion import (
     DiffusionBackbone,
     _cast,
     empty_prompt_embeds,
+    make_noise,
+    noise_seed,
     vae4x_length,
+)
+from vidprobe.backbones.transformer_opensora import (  # noqa: F401 (re-exported: the public API of this module)
+    PATCH,
+    MMDiTConfig,
+    OpenSoraMMDiT,
+    apply_rope,
+    attention,
+    image_ids,
+    official_key_shapes,
+    pack,
+    rope_cos_sin,
+    timestep_embedding,
+    unpack,
 )
 
 MODEL_ID = "hpcai-tech/Open-Sora-v2"
@@ -105,314 +116,52 @@ REFERENCE_HW = (480, 848)
 REFERENCE_FRAMES = 81
 REFERENCE_SINGLE_BLOCK = 20  # 0-based index into single_blocks
 SIGMA_MIN = 1e-5
-PATCH = 2
 VAE_SCALING = 0.476986
-
-
-# ====================================================================== model
-@dataclass
-class MMDiTConfig:
-    """The upstream ``MMDiTConfig`` fields that shape the weights (defaults: the 11B Open-Sora 2.0 model)."""
-
-    in_channels: int = 64
-    vec_in_dim: int = 768
-    context_in_dim: int = 4096
-    hidden_size: int = 3072
-    mlp_ratio: float = 4.0
-    num_heads: int = 24
-    depth: int = 19
-    depth_single_blocks: int = 38
-    axes_dim: list[int] = field(default_factory=lambda: [16, 56, 56])
-    theta: int = 10_000
-    qkv_bias: bool = True
-    cond_embed: bool = True
-    patch_size: int = PATCH
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0, time_factor: float = 1000.0):
-    """Sinusoidal embedding of ``t`` in [0,1] (scaled by 1000), cos half first (upstream/Flux convention)."""
-    t = time_factor * t.float()
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = t[:, None] * freqs[None]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-
-
-def rope_cos_sin(ids: torch.Tensor, axes_dim: Sequence[int], theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``ids [B,L,n_axes]`` -> rotate-half ``cos, sin [B,1,L,D]`` (per-axis frequencies concatenated, then repeated twice)."""
-    angles = []
-    for i, d in enumerate(axes_dim):
-        omega = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float32, device=ids.device) / d))
-        angles.append(ids[..., i].float()[..., None] * omega)
-    a = torch.cat(angles, dim=-1)  # [B, L, D/2]
-    cos, sin = a.cos().repeat(1, 1, 2), a.sin().repeat(1, 1, 2)
-    return cos[:, None], sin[:, None]
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """``x [B,H,L,D]``: ``x cos + rotate_half(x) sin`` (Liger / LLaMA layout), computed in fp32."""
-    xf = x.float()
-    x1, x2 = xf.chunk(2, dim=-1)
-    rot = torch.cat([-x2, x1], dim=-1)
-    return (xf * cos + rot * sin).to(x.dtype)
-
-
-def attention(q, k, v, pe) -> torch.Tensor:
-    """``q,k,v [B,H,L,D]`` -> ``[B,L,H*D]`` (full attention, no mask)."""
-    cos, sin = pe
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    x = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype))
-    B, H, L, D = x.shape
-    return x.transpose(1, 2).reshape(B, L, H * D)
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int):
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x):
-        xf = x.float()
-        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)
-        return (y * self.scale.float()).to(x.dtype)
-
-
-class QKNorm(nn.Module):
-    def __init__(self, dim: int):
-        super().__init__()
-        self.query_norm = RMSNorm(dim)
-        self.key_norm = RMSNorm(dim)
-
-    def forward(self, q, k):
-        return self.query_norm(q), self.key_norm(k)
-
-
-class MLPEmbedder(nn.Module):
-    def __init__(self, in_dim: int, hidden_dim: int):
-        super().__init__()
-        self.in_layer = nn.Linear(in_dim, hidden_dim)
-        self.out_layer = nn.Linear(hidden_dim, hidden_dim)
-
-    def forward(self, x):
-        return self.out_layer(F.silu(self.in_layer(x)))
-
-
-class Modulation(nn.Module):
-    """``lin(silu(vec))`` split into (shift, scale, gate) x (2 if double else 1)."""
-
-    def __init__(self, dim: int, double: bool):
-        super().__init__()
-        self.n = 6 if double else 3
-        self.lin = nn.Linear(dim, self.n * dim)
-
-    def forward(self, vec):
-        return self.lin(F.silu(vec))[:, None, :].chunk(self.n, dim=-1)
-
-
-class SelfAttention(nn.Module):
-    """Unfused q/k/v projections (``fused_qkv=False``), per-head QK RMSNorm, output projection."""
-
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool):
-        super().__init__()
-        self.num_heads = num_heads
-        self.q_proj = nn.Linear(dim, dim, bias=qkv_bias)
-        self.k_proj = nn.Linear(dim, dim, bias=qkv_bias)
-        self.v_proj = nn.Linear(dim, dim, bias=qkv_bias)
-        self.norm = QKNorm(dim // num_heads)
-        self.proj = nn.Linear(dim, dim)
-
-    def qkv(self, x):
-        B, L, _ = x.shape
-        q, k, v = (p(x).view(B, L, self.num_heads, -1) for p in (self.q_proj, self.k_proj, self.v_proj))
-        q, k = self.norm(q, k)
-        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-
-
-def _mlp(dim: int, hidden: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
-
-
-class DoubleStreamBlock(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool):
-        super().__init__()
-        hidden = int(dim * mlp_ratio)
-        self.img_mod = Modulation(dim, double=True)
-        self.img_norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.img_attn = SelfAttention(dim, num_heads, qkv_bias)
-        self.img_norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.img_mlp = _mlp(dim, hidden)
-        self.txt_mod = Modulation(dim, double=True)
-        self.txt_norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.txt_attn = SelfAttention(dim, num_heads, qkv_bias)
-        self.txt_norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.txt_mlp = _mlp(dim, hidden)
-
-    def forward(self, img, txt, vec, pe):
-        i_sh1, i_sc1, i_g1, i_sh2, i_sc2, i_g2 = self.img_mod(vec)
-        t_sh1, t_sc1, t_g1, t_sh2, t_sc2, t_g2 = self.txt_mod(vec)
-        iq, ik, iv = self.img_attn.qkv((1 + i_sc1) * self.img_norm1(img) + i_sh1)
-        tq, tk, tv = self.txt_attn.qkv((1 + t_sc1) * self.txt_norm1(txt) + t_sh1)
-        a = attention(torch.cat([tq, iq], 2), torch.cat([tk, ik], 2), torch.cat([tv, iv], 2), pe)
-        n_txt = txt.shape[1]
-        t_a, i_a = a[:, :n_txt], a[:, n_txt:]
-        img = img + i_g1 * self.img_attn.proj(i_a)
-        img = img + i_g2 * self.img_mlp((1 + i_sc2) * self.img_norm2(img) + i_sh2)
-        txt = txt + t_g1 * self.txt_attn.proj(t_a)
-        txt = txt + t_g2 * self.txt_mlp((1 + t_sc2) * self.txt_norm2(txt) + t_sh2)
-        return img, txt
-
-
-class SingleStreamBlock(nn.Module):
-    """Parallel attention + MLP on the joint [txt, img] sequence; ``v`` fused with the MLP input (``v_mlp``)."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float):
-        super().__init__()
-        self.num_heads = num_heads
-        self.dim = dim
-        self.mlp_hidden_dim = int(dim * mlp_ratio)
-        self.q_proj = nn.Linear(dim, dim)
-        self.k_proj = nn.Linear(dim, dim)
-        self.v_mlp = nn.Linear(dim, dim + self.mlp_hidden_dim)
-        self.linear2 = nn.Linear(dim + self.mlp_hidden_dim, dim)
-        self.norm = QKNorm(dim // num_heads)
-        self.pre_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.modulation = Modulation(dim, double=False)
-
-    def forward(self, x, vec, pe):
-        shift, scale, gate = self.modulation(vec)
-        xm = (1 + scale) * self.pre_norm(x) + shift
-        B, L, _ = xm.shape
-        q = self.q_proj(xm).view(B, L, self.num_heads, -1)
-        k = self.k_proj(xm).view(B, L, self.num_heads, -1)
-        v, mlp = torch.split(self.v_mlp(xm), [self.dim, self.mlp_hidden_dim], dim=-1)
-        q, k = self.norm(q, k)
-        v = v.reshape(B, L, self.num_heads, -1)
-        a = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), pe)
-        return x + gate * self.linear2(torch.cat([a, F.gelu(mlp, approximate="tanh")], dim=-1))
-
-
-class LastLayer(nn.Module):
-    def __init__(self, dim: int, out_channels: int):
-        super().__init__()
-        self.norm_final = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.linear = nn.Linear(dim, out_channels)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
-
-    def forward(self, x, vec):
-        shift, scale = self.adaLN_modulation(vec).chunk(2, dim=1)
-        return self.linear((1 + scale[:, None]) * self.norm_final(x) + shift[:, None])
-
-
-class OpenSoraMMDiT(nn.Module):
-    """Open-Sora 2.0's MMDiT with the official parameter names (see the module docstring).
-
-    ``forward(img, img_ids, txt, txt_ids, timesteps, y_vec, cond)`` as upstream:
-    ``img [B,N,in_channels]`` packed latents, ``txt [B,L,context_in_dim]``,
-    ``timesteps [B]`` in [0,1], ``y_vec [B,vec_in_dim]``, ``cond
-    [B,N,in_channels+patch^2]``; returns the velocity ``[B,N,in_channels]``.
-
-    ``tap_points`` (length ``depth + depth_single_blocks``) are the modules
-    whose forward output is the image-token stream after each block, in
-    vidprobe layer order: the double blocks themselves (output ``(img, txt)``)
-    and parameter-free identity taps that receive the image part of the joint
-    sequence after each single block.
-    """
-
-    def __init__(self, config: MMDiTConfig | None = None):
-        super().__init__()
-        c = config or MMDiTConfig()
-        if c.hidden_size % c.num_heads:
-            raise ValueError(f"hidden_size {c.hidden_size} not divisible by num_heads {c.num_heads}")
-        if sum(c.axes_dim) != c.hidden_size // c.num_heads:
-            raise ValueError(f"axes_dim {c.axes_dim} must sum to the head dim {c.hidden_size // c.num_heads}")
-        self.config = c
-        d = c.hidden_size
-        self.img_in = nn.Linear(c.in_channels, d)
-        self.time_in = MLPEmbedder(256, d)
-        self.vector_in = MLPEmbedder(c.vec_in_dim, d)
-        self.cond_in = nn.Linear(c.in_channels + c.patch_size**2, d) if c.cond_embed else None
-        self.txt_in = nn.Linear(c.context_in_dim, d)
-        self.double_blocks = nn.ModuleList(
-            DoubleStreamBlock(d, c.num_heads, c.mlp_ratio, c.qkv_bias) for _ in range(c.depth)
-        )
-        self.single_blocks = nn.ModuleList(SingleStreamBlock(d, c.num_heads, c.mlp_ratio) for _ in range(c.depth_single_blocks))
-        self.single_taps = nn.ModuleList(nn.Identity() for _ in range(c.depth_single_blocks))
-        self.final_layer = LastLayer(d, c.in_channels)
-
-    @property
-    def tap_points(self) -> list[nn.Module]:
-        return list(self.double_blocks) + list(self.single_taps)
-
-    def forward(self, img, img_ids, txt, txt_ids, timesteps, y_vec, cond=None):
-        if img.dim() != 3 or txt.dim() != 3:
-            raise ValueError("img and txt must be [B, L, C]")
-        img = self.img_in(img)
-        if self.cond_in is not None:
-            if cond is None:
-                raise ValueError("this model is image-conditioned (cond_embed): pass cond")
-            img = img + self.cond_in(cond.to(img.dtype))
-        vec = self.time_in(timestep_embedding(timesteps).to(img.dtype)) + self.vector_in(y_vec.to(img.dtype))
-        txt = self.txt_in(txt.to(img.dtype))
-        pe = rope_cos_sin(torch.cat([txt_ids, img_ids], dim=1), self.config.axes_dim, self.config.theta)
-        for block in self.double_blocks:
-            img, txt = block(img, txt, vec, pe)
-        n_txt = txt.shape[1]
-        x = torch.cat([txt, img], dim=1)
-        for block, tap in zip(self.single_blocks, self.single_taps):
-            x = block(x, vec, pe)
-            tap(x[:, n_txt:])
-        return self.final_layer(x[:, n_txt:], vec)
-
-
-def pack(x: torch.Tensor, p: int = PATCH) -> torch.Tensor:
-    """``[B,C,T,H,W]`` -> ``[B, T*(H/p)*(W/p), C*p*p]`` (channel, then row, then column offset; upstream ``pack``)."""
-    B, C, T, H, W = x.shape
-    x = x.reshape(B, C, T, H // p, p, W // p, p).permute(0, 2, 3, 5, 1, 4, 6)
-    return x.reshape(B, T * (H // p) * (W // p), C * p * p)
-
-
-def unpack(x: torch.Tensor, T: int, h: int, w: int, p: int = PATCH) -> torch.Tensor:
-    """Inverse of :func:`pack` for a ``T x h x w`` token grid."""
-    B, _, D = x.shape
-    C = D // (p * p)
-    return x.reshape(B, T, h, w, C, p, p).permute(0, 4, 1, 2, 5, 3, 6).reshape(B, C, T, h * p, w * p)
-
-
-def image_ids(T: int, h: int, w: int) -> torch.Tensor:
-    """RoPE positions ``[1, T*h*w, 3]`` = (frame, row, column) of every token."""
-    t, y, x = torch.meshgrid(torch.arange(T), torch.arange(h), torch.arange(w), indexing="ij")
-    return torch.stack([t, y, x], dim=-1).reshape(1, -1, 3).float()
+VAE_TILE, VAE_TILE_STRIDE = 256, 192  # the release's sample_size 256, tile_overlap_factor 0.25
+SCHEDULE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+LATENT_MODES = ("mode", "sample")
+POSTERIOR_DRAW = {"clip": 0, "first_frame": 1}
 
 
 # ================================================================= time shift
 def shift_alpha(latent_frames: int, latent_h: int, latent_w: int) -> float:
-    """Upstream's resolution-dependent shift: linear in ``h*w//4`` (256 -> 1, 4096 -> 3) times ``sqrt(frames)``."""
+    """The resolution-dependent shift: linear in ``h*w//4`` (256 -> 1, 4096 -> 3) times ``sqrt(frames)`` (float64)."""
     seq = (latent_w * latent_h) // 4
     m = (3.0 - 1.0) / (4096 - 256)
-    return (m * seq + (1.0 - m * 256)) * math.sqrt(latent_frames)
+    b = 1.0 - m * 256
+    return (m * seq + b) * math.sqrt(latent_frames)
 
 
 def time_shift(alpha: float, t):
+    """``alpha t / (1 + (alpha - 1) t)``; on a tensor every operation rounds in the tensor's dtype."""
     return alpha * t / (1 + (alpha - 1) * t)
+
+
+def schedule_dtype_of(name: str, who: str = "opensora2") -> torch.dtype:
+    if name not in SCHEDULE_DTYPES:
+        raise ValueError(f"{who}: schedule_dtype must be one of {', '.join(SCHEDULE_DTYPES)}, got {name!r}")
+    return SCHEDULE_DTYPES[name]
 
 
 class OpenSoraFlowScheduler:
     """Open-Sora 2.0's flow-matching forward process behind the scheduler interface the diffusion core uses.
 
-    After ``set_timesteps(N)``, ``timesteps[i] = 1000 * shift(1 - i/N)``
-    (descending, index 0 = pure noise); ``scale_noise(x0, t, noise)`` is
-    ``(1 - s) x0 + (1 - (1 - sigma_min)(1 - s)) noise`` with ``s = t/1000``;
-    ``step`` is the Euler update ``x + (s_next - s) v`` used by upstream
-    sampling (``s_next`` = the next entry of ``timesteps``, 0 after the last).
-    ``alpha`` (the shift) is set from the latent grid with :meth:`set_grid`.
+    After ``set_timesteps(N)``, ``timesteps[i] = 1000 * t_i`` (float64,
+    descending, index 0 = pure noise) with ``t_i = shift(tau_i)``, ``tau_i = 1 -
+    i/N``, both formed in ``dtype`` (``"fp32"`` or ``"bf16"``: every operation
+    of the shift rounds there). ``scale_noise(x0, t, noise)`` is ``(1 - s) x0 +
+    (1 - (1 - sigma_min)(1 - s)) noise`` with ``s = t/1000``, also evaluated in
+    ``dtype`` (result in x0's dtype); ``step`` is the Euler update ``x + (s_next
+    - s) v`` (``s_next`` = the next entry, 0 after the last). ``alpha`` (the
+    shift) is set from the latent grid with :meth:`set_grid`.
     """
 
-    def __init__(self, alpha: float = 1.0, sigma_min: float = SIGMA_MIN, num_train_timesteps: int = 1000):
+    def __init__(self, alpha: float = 1.0, sigma_min: float = SIGMA_MIN, num_train_timesteps: int = 1000,
+                 dtype: str = "fp32"):
         self.alpha = float(alpha)
         self.sigma_min = float(sigma_min)
+        self.dtype_name = dtype
+        self.dtype = schedule_dtype_of(dtype)
         self.config = SimpleNamespace(num_train_timesteps=int(num_train_timesteps), sigma_min=float(sigma_min))
         self.num_steps = NUM_INFERENCE_STEPS
         self.set_timesteps(self.num_steps)
@@ -422,18 +171,22 @@ class OpenSoraFlowScheduler:
         self.set_timesteps(self.num_steps)
         return self.alpha
 
+    def model_time(self, tau: torch.Tensor) -> torch.Tensor:
+        """``tau`` (any float dtype) -> the shifted time ``t`` in ``dtype``."""
+        return time_shift(self.alpha, tau.to(self.dtype)).to(self.dtype)
+
     def set_timesteps(self, num_steps: int, device: Any = "cpu") -> None:
         self.num_steps = int(num_steps)
-        s = 1.0 - torch.arange(self.num_steps, dtype=torch.float64) / self.num_steps
+        tau = 1.0 - torch.arange(self.num_steps, dtype=torch.float64) / self.num_steps
         n = self.config.num_train_timesteps
-        self.timesteps = (n * time_shift(self.alpha, s)).float().to(device)
+        self.timesteps = (n * self.model_time(tau).double()).to(device)
 
     def scale_noise(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        s = (t.double() / self.config.num_train_timesteps).reshape(-1).to(x0.device)
+        s = (torch.as_tensor(t).double() / self.config.num_train_timesteps).reshape(-1).to(x0.device, self.dtype)
         s = s.view(-1, *([1] * (x0.dim() - 1))) if s.numel() > 1 else s.reshape(())
-        a = (1.0 - s)
-        b = 1.0 - (1.0 - self.sigma_min) * (1.0 - s)
-        return (a * x0.double() + b * noise.double()).to(x0.dtype)
+        t_rev = 1 - s
+        xt = t_rev * x0.to(self.dtype) + (1 - (1 - self.sigma_min) * t_rev) * noise.to(x0.device, self.dtype)
+        return xt.to(x0.dtype)
 
     def step(self, model_output, timestep, sample, return_dict: bool = False):
         ts = self.timesteps.to(torch.float64)
@@ -452,13 +205,34 @@ def _diffusers():
     return diffusers
 
 
+def posterior_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """The standard-normal draw of a posterior sample (CPU generator: the same on every device)."""
+    return make_noise(shape, seed)
+
+
+def configure_vae_tiling(vae: nn.Module, spatial: bool, framewise: bool, tile: int = VAE_TILE,
+                         stride: int = VAE_TILE_STRIDE) -> nn.Module:
+    """Set diffusers' ``AutoencoderKLHunyuanVideo`` tiling: spatial tiles of ``tile`` px every ``stride`` px
+    (blended, as the release's ``spatial_tiled_encode``), and 16-frame temporal tiles only with ``framewise``."""
+    vae.use_framewise_encoding = bool(framewise)
+    vae.use_framewise_decoding = bool(framewise)
+    vae.enable_tiling(tile_sample_min_height=tile, tile_sample_min_width=tile, tile_sample_stride_height=stride,
+                      tile_sample_stride_width=stride)
+    vae.use_tiling = bool(spatial)
+    return vae
+
+
 class OpenSoraBackbone(DiffusionBackbone):
-    def __init__(self, *args, pooled_embeds: torch.Tensor, **kw):
+    def __init__(self, *args, pooled_embeds: torch.Tensor, resize: str = "bilinear", latents: str = "mode", **kw):
         super().__init__(*args, **kw)
         if pooled_embeds.dim() == 3:
             pooled_embeds = pooled_embeds[:, 0]
         self.pooled_embeds = pooled_embeds.detach().cpu()
         self.scaling_factor = float(getattr(self.vae.config, "scaling_factor", VAE_SCALING))
+        self.resize = check_kernel(resize, f"{self.spec.name}: resize")
+        if latents not in LATENT_MODES:
+            raise ValueError(f"{self.spec.name}: latents must be one of {', '.join(LATENT_MODES)}, got {latents!r}")
+        self.latents = latents
 
     @property
     def blocks(self):
@@ -475,11 +249,28 @@ class OpenSoraBackbone(DiffusionBackbone):
     def frame_index(self, T: int) -> torch.Tensor:
         return vae4x_index(T)
 
+    def preprocess(self, video: torch.Tensor) -> torch.Tensor:
+        """``[T,3,H,W]`` in [0,1] -> ``[T,3,h,w]`` in [-1,1], resized with the ``resize`` kernel."""
+        x = resize_video(video.to(device=self.device, dtype=torch.float32), self.input_hw, self.resize)
+        return (x * 2.0 - 1.0).clamp(-1.0, 1.0)
+
+    def vae_encode(self, x: torch.Tensor, draw: int = POSTERIOR_DRAW["clip"]) -> torch.Tensor:
+        """``x [B,3,F,H,W]`` in [-1,1] -> the posterior mode, or (``latents="sample"``) ``mean + std * noise``
+        with noise seeded by (seed, ``draw``): 0 for the clip, 1 for the first frame alone."""
+        self.vae_calls += 1
+        with self.vae_on_device() as vae:
+            out = vae.encode(x.to(device=self.device, dtype=self.vae_dtype))
+        dist = out.latent_dist if hasattr(out, "latent_dist") else out[0]
+        if self.latents == "mode":
+            return dist.mode()
+        eps = posterior_noise(tuple(dist.mean.shape), noise_seed(self.seed, 0, NUM_INFERENCE_STEPS + draw))
+        return dist.mean + dist.std * eps.to(dist.mean.device, dist.mean.dtype)
+
     def encode_clip(self, frames: torch.Tensor) -> ClipLatents:
         x = frames.permute(1, 0, 2, 3)[None]  # [1,3,L,H,W]
-        x0 = self.vae_encode(x).float() * self.scaling_factor  # [1,16,F,h,w]
+        x0 = self.vae_encode(x, POSTERIOR_DRAW["clip"]).float() * self.scaling_factor  # [1,16,F,h,w]
         B, _, Fr, h, w = x0.shape
-        first = self.vae_encode(x[:, :, :1]).float() * self.scaling_factor  # the first frame alone
+        first = self.vae_encode(x[:, :, :1], POSTERIOR_DRAW["first_frame"]).float() * self.scaling_factor
         lat = torch.zeros_like(x0)
         lat[:, :, :1] = first
         mask = torch.zeros(B, 1, Fr, h, w, device=x0.device)
@@ -490,13 +281,19 @@ class OpenSoraBackbone(DiffusionBackbone):
         }
         return ClipLatents(latents=x0, grid=(Fr, h // PATCH, w // PATCH), cond=cond)
 
+    def noised(self, cl: ClipLatents, choice, clip_k: int) -> torch.Tensor:
+        """``x_t`` from the clean latents and seeded noise, with the scheduler's mix in its ``dtype``."""
+        noise = make_noise(cl.latents.shape, noise_seed(self.seed, clip_k, choice.index))
+        t = torch.tensor(choice.model_t, dtype=torch.float64)
+        return self.scheduler.scale_noise(cl.latents.float(), t, noise.to(cl.latents.device)).to(self.dtype)
+
     def denoiser_forward(self, noisy, choice, cl):
         dev, dt = self.device, self.dtype
         txt = self.text_embeds.to(dev, dt)
-        t = torch.tensor([choice.model_t / self.scheduler.config.num_train_timesteps], device=dev, dtype=torch.float32)
+        t = torch.tensor([choice.model_t / self.scheduler.config.num_train_timesteps], dtype=torch.float64)
         out = self.transformer(
             img=pack(noisy).to(dev, dt), img_ids=cl.cond["img_ids"].to(dev), txt=txt,
-            txt_ids=torch.zeros(1, txt.shape[1], 3, device=dev), timesteps=t,
+            txt_ids=torch.zeros(1, txt.shape[1], 3, device=dev), timesteps=t.to(dev, self.scheduler.dtype),
             y_vec=self.pooled_embeds.to(dev, dt), cond=cl.cond["cond"].to(dev, dt),
         )
         Fr, h, w = cl.grid
@@ -520,8 +317,14 @@ class OpenSoraBackbone(DiffusionBackbone):
         fs.info["time_shift"] = {
             "alpha": alpha,
             "sigma_min": self.scheduler.sigma_min,
+            "schedule_dtype": self.scheduler.dtype_name,
             "formula": "t = a*tau/(1+(a-1)*tau); x_t = (1-t)*x0 + (1-(1-sigma_min)*(1-t))*noise",
             "latent_grid": self.latent_grid(video.shape[0]),
+        }
+        fs.info["preprocess"] = {
+            "resize": self.resize, "latents": self.latents, "vae_dtype": str(self.vae_dtype).replace("torch.", ""),
+            "vae_spatial_tiling": bool(getattr(self.vae, "use_tiling", False)),
+            "vae_framewise": bool(getattr(self.vae, "use_framewise_encoding", False)),
         }
         fs.info["layer_numbering"] = (
             f"1..{self.transformer.config.depth} double_blocks, then single_blocks: "
@@ -531,13 +334,6 @@ class OpenSoraBackbone(DiffusionBackbone):
 
 
 # ==================================================================== loading
-def official_key_shapes(config: MMDiTConfig | None = None) -> dict[str, list[int]]:
-    """Names and shapes of the model's tensors (what ``state_dict()`` holds, in module order)."""
-    with torch.device("meta"):
-        m = OpenSoraMMDiT(config)
-    return {k: list(v.shape) for k, v in m.state_dict().items()}
-
-
 def _resolve_file(model_id: str, filename: str, revision: str | None) -> str:
     p = Path(model_id)
     if p.is_file():
@@ -579,10 +375,12 @@ def load_official(model: nn.Module, state_dict: dict[str, torch.Tensor], source:
     return model
 
 
-def load_transformer(model_id: str, revision: str | None, dtype: torch.dtype, filename: str = CHECKPOINT_FILE):
+def load_transformer(model_id: str, revision: str | None, dtype: torch.dtype, filename: str = CHECKPOINT_FILE,
+                     config: MMDiTConfig | None = None):
+    """The MMDiT from ``Open_Sora_v2.safetensors`` (``config``: default the 11B model), strict, in ``dtype``."""
     path = _resolve_file(model_id, filename, revision)
     with torch.device("meta"):
-        model = OpenSoraMMDiT(MMDiTConfig())
+        model = OpenSoraMMDiT(config or MMDiTConfig())
     sd = {k: v.to(dtype) for k, v in load_state_dict_file(path).items()}
     return load_official(model, sd, path)
 
@@ -620,7 +418,11 @@ def _text_source(model_id: str, subfolder: str, revision: str | None) -> tuple[s
 
 
 def compute_empty_t5(model_id: str, revision: str | None, device, dtype) -> torch.Tensor:
-    """T5-XXL ``last_hidden_state`` of the empty prompt padded to 512 tokens, no attention mask (upstream HFEmbedder)."""
+    """T5-XXL ``last_hidden_state`` of the empty prompt padded to 512 tokens, no attention mask.
+
+    These are the settings of the release's ``HFEmbedder`` (read from its code; the parity fixture feeds fixed
+    text embeddings, so this function is not compared with it). The release runs colossalai's fused T5 in bf16.
+    """
     from transformers import AutoTokenizer, T5EncoderModel
 
     repo, kw = _text_source(model_id, T5_SUBFOLDER, revision)
@@ -693,17 +495,34 @@ def build(
     tiny_layers: int = 3,
     tiny_double: int = 2,
     vae_model_id: str | None = None,
+    resize: str = "bilinear",
+    vae_dtype: str | None = None,
+    latents: str = "mode",
+    schedule_dtype: str = "fp32",
+    vae_spatial_tiling: bool = True,
+    vae_framewise: bool = False,
+    mmdit_config: dict | None = None,
+    vae_config: dict | None = None,
 ) -> OpenSoraBackbone:
     """Open-Sora 2.0: the official checkpoint (``model_id`` = hub id, local folder or ``.safetensors``) or ``tiny``.
 
     ``text_embeds`` / ``pooled_embeds``: precomputed T5 / CLIP-pooled
     empty-prompt embeddings (safetensors); otherwise computed once and cached.
     ``vae_model_id``: where ``hunyuan_vae.safetensors`` (or a diffusers
-    ``vae`` folder) lives, default ``model_id``.
+    ``vae`` folder) lives, default ``model_id``. Numerics (the release's values
+    in brackets): ``dtype`` of the MMDiT [bf16]; ``vae_dtype`` (default fp32)
+    [bf16]; ``resize`` kernel [pil-bicubic]; ``latents`` ``mode`` or ``sample``
+    [sample]; ``schedule_dtype`` of the time shift, the noise mix and the
+    timestep fed [bf16]; ``vae_spatial_tiling`` [on] and ``vae_framewise``
+    (16-frame temporal tiles) [off]. ``mmdit_config`` / ``vae_config``: other
+    architectures than the 11B model / the default VAE (dicts of their fields).
     """
     d = _diffusers()
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
+    vdt = torch.float32 if vae_dtype is None else resolve_dtype(vae_dtype, dev)
+    schedule_dtype_of(schedule_dtype, spec.name)
+    check_kernel(resize, f"{spec.name}: resize")
     hw = both_or_neither(height, width, spec.name) or ((32, 48) if tiny else spec.input_hw)
     if tiny:
         with seeded(seed):
@@ -715,19 +534,20 @@ def build(
         mid = None
     else:
         mid = model_id or spec.model_id
-        transformer = load_transformer(mid, revision, dt)
-        vae = load_vae(vae_model_id or mid, revision if vae_model_id is None else None)
-        if dev.type == "cuda":
-            vae.enable_tiling()  # the reference encodes with spatial tiling too
+        config = MMDiTConfig(**mmdit_config) if mmdit_config else None
+        transformer = load_transformer(mid, revision, dt, config=config)
+        vae = load_vae(vae_model_id or mid, revision if vae_model_id is None else None, config=vae_config)
         emb = empty_prompt_embeds(
             f"{mid}#t5", revision, lambda: compute_empty_t5(mid, revision, dev, dt), cache_dir, text_embeds
         )
         pooled = empty_prompt_embeds(
             f"{mid}#clip", revision, lambda: compute_empty_clip(mid, revision, dev, dt), cache_dir, pooled_embeds
         )
+    vae = configure_vae_tiling(_cast(vae, vdt), spatial=vae_spatial_tiling, framewise=vae_framewise)
     return OpenSoraBackbone(
-        spec, transformer, vae, OpenSoraFlowScheduler(), emb, hw, dev, dt,
-        vae_dtype=torch.float32, seed=seed, offload=offload, model_id=mid, revision=revision, pooled_embeds=pooled,
+        spec, transformer, vae, OpenSoraFlowScheduler(dtype=schedule_dtype), emb, hw, dev, dt,
+        vae_dtype=vdt, seed=seed, offload=offload, model_id=mid, revision=revision, pooled_embeds=pooled,
+        resize=resize, latents=latents,
     )
 
 

@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from vidprobe.backbones.base import registry
-from vidprobe.probe.train import TrainConfig
+from vidprobe.probe.config import MODE_SETTINGS
+from vidprobe.probe.train import TrainConfig, load_config, warmup_steps
 from vidprobe.sweep import (
     SweepError,
     backbone_entries,
@@ -25,7 +26,7 @@ PAPER = {
     "opensora2": (40, 750, (480, 848)),
     "cogvideox-5b-i2v": (21, 749, (480, 720)),
     "aether": (21, 749, (480, 720)),
-    "vjepa-vith16-384": (-1, None, (480, 832)),
+    "vjepa-vith16-384": (32, None, (480, 832)),  # the last block, before the final LayerNorm
     "dinov2-large": (-1, None, (420, 728)),
     "fast3r": (-1, None, (288, 512)),
 }
@@ -61,10 +62,38 @@ def test_paper_configs_reproduce_the_reference_settings(model, dataset, epochs):
     assert (cell.entry.kwargs["height"], cell.entry.kwargs["width"]) == hw == spec.input_hw
     assert cfg["compat"] == "reference" and cfg["labels"]
     tc, _ = cell_train_config(cfg, cell)
+    assert tc.compat == "reference"  # the sweep's compat reaches the cell's training config
     assert tc.epochs == epochs and tc.batch_size == 10 and tc.optim.lr == 1e-4 and tc.optim.betas == (0.9, 0.95)
-    assert tc.optim.weight_decay == 0.05 and abs(tc.optim.warmup_frac - 10 / 75) < 1e-6 and tc.optim.min_lr == 1e-6
+    assert tc.optim.weight_decay == 0.05 and tc.optim.min_lr == 1e-6
     assert (tc.sampler.num_frames, tc.sampler.min_gap, tc.sampler.max_frame, tc.sampler.snap) == (4, 5, 76, 4)
     assert tc.out_hw == (294, 518)
+    assert_reference_values(tc)
+    # the release's warm-up: 10 of the run's epochs (configs/model/probe.yaml warmup_epochs 10, max_epochs = the
+    # trainer's 75 or 100), i.e. 10/75 of the steps on CO3D and 10/100 on DL3DV
+    total = 1000 * epochs
+    assert warmup_steps(total, tc.optim, tc.epochs) == 10 * total // epochs
+
+
+def assert_reference_values(tc: TrainConfig) -> None:
+    """Every mode-dependent setting holds the release's value."""
+    for st in MODE_SETTINGS:
+        if st.section in ("probe", "loss"):
+            have = getattr(tc, st.section)[st.field]
+        else:
+            have = getattr({"optim": tc.optim, "sampler": tc.sampler, "train": tc}[st.section], st.field)
+        assert have == st.reference, f"{st.section}.{st.field}: {have!r}, the release: {st.reference!r}"
+
+
+def test_example_train_config_is_the_release_and_each_sweep_passes_its_compat():
+    tc = load_config(CONFIGS / "example_train.yaml")
+    assert tc.compat == "reference" and tc.epochs == 75
+    assert_reference_values(tc)
+    for path in SWEEPS:
+        cfg = load_sweep(path)
+        tc, _ = cell_train_config(cfg, plan_cells(cfg)[0])
+        assert tc.compat == cfg.get("compat", "clean"), path
+    demo = load_sweep(CONFIGS / "demo_sweep.yaml")
+    assert cell_train_config(demo, plan_cells(demo)[0])[0].compat == "clean"  # the demo stays in vidprobe's mode
 
 
 def test_studies_cover_the_reference_studies():
@@ -96,6 +125,9 @@ def test_bad_sweep_configs_are_refused_with_the_field_named(tmp_path):
         ({**base, "grid": {"backbones": [{"name": "wan2.1-t2v-1.3b", "timesteps": ["x"]}]}}, "timesteps"),
         ({**base, "grid": {"backbones": ["pixels", "pixels"]}}, "twice"),
         ({**base, "compat": "paper"}, "compat"),
+        ({**base, "compat": "reference", "train": {"compat": "clean"}}, "train.compat"),
+        ({**base, "train": {"optim": {"warmup_frac": 0.1, "warmup_epochs": 10}}}, "warmup"),
+        ({**base, "train": {"sampler": {"method": "random"}}}, "sampler.method"),
         ({**base, "train": {"probe": {"preset": "small"}}}, "grid.presets"),
         ({k: v for k, v in base.items() if k != "dataset"}, "dataset"),
     ]

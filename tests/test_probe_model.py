@@ -64,7 +64,7 @@ def expected_params(c: ProbeConfig) -> int:
     if "depth" in c.active_heads:
         total += _dpt(2 * w, c.dpt_features, oc, c.dpt_last_hidden, 2)
     if "camera" in c.active_heads:
-        total += _camera(2 * w, c.num_heads, c.camera_depth, c.mlp_ratio, c.camera_qk_norm)
+        total += _camera(2 * w, c.camera_heads, c.camera_depth, c.mlp_ratio, c.camera_qk_norm)
     return total
 
 
@@ -74,8 +74,10 @@ def expected_params(c: ProbeConfig) -> int:
         ProbeConfig(in_channels=1536),
         ProbeConfig.preset("small", in_channels=5120),
         ProbeConfig(in_channels=1024, active_heads=("depth", "camera"), num_registers=0),
+        ProbeConfig.preset("small", compat="reference", in_channels=1536),  # 16 heads: QK-norm of 32 channels
+        ProbeConfig.preset("small", in_channels=1536, camera_num_heads=4),
     ],
-    ids=["reference", "small", "no-points"],
+    ids=["reference", "small", "no-points", "small-reference-mode", "camera-heads"],
 )
 def test_parameter_count_matches_architecture(cfg):
     with torch.device("meta"):
@@ -115,6 +117,15 @@ def test_config_roundtrip_and_errors():
         ProbeConfig.preset("huge", in_channels=3)
     with pytest.raises(ProbeConfigError, match="in_channels"):
         ProbeConfig.from_dict({"width": 64})
+    with pytest.raises(ProbeConfigError, match="camera_num_heads"):
+        tiny(camera_num_heads=3)
+    with pytest.raises(ProbeConfigError, match="token_init_std"):
+        tiny(token_init_std=0)
+    with pytest.raises(ProbeConfigError, match="compat"):
+        ProbeConfig.preset("tiny", compat="paper", in_channels=3)
+    # a run's recorded probe config (run.json) rebuilds the same probe; compat in a mapping applies the mode
+    r = ProbeConfig.from_dict({"preset": "tiny", "compat": "reference", "in_channels": 24})
+    assert r.dpt_skip_relu and r.num_heads == 16 and ProbeConfig.from_dict(r.to_dict()) == r
 
 
 # ------------------------------------------------------------------------------ shapes

@@ -130,3 +130,12 @@ def test_too_short_videos_raise_clearly():
         FrameSampler(num_frames=0)
     with pytest.raises(SamplingError, match="snap"):
         FrameSampler(snap=0)
+    with pytest.raises(SamplingError, match="method"):
+        FrameSampler(method="random")
+    with pytest.raises(SamplingError, match="include_first"):
+        FrameSampler(method="gaps_then_floor", include_first=False)
+    # the release's rule needs (n-1) * min_gap + 1 raw frames: 16 for the reference, so 15 are too few
+    s = FrameSampler(method="gaps_then_floor")
+    assert s.min_video_len() == 16 and s.sample(16, 0) == [0, 5, 9, 13]  # raw 0, 5, 10, 15 floored to 1+4k
+    with pytest.raises(SamplingError, match="at least 16"):
+        s.sample(15, 0)

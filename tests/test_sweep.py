@@ -169,3 +169,20 @@ def test_per_frame_wrapper_feeds_each_frame_alone(monkeypatch):
     for t in range(5):
         assert torch.equal(got[t], _Temporal().extract(video[t : t + 1], [1]).maps[(1, None)][0])
     assert torch.equal(got[..., 0], whole[..., 0]) and not torch.allclose(got[..., 1], whole[..., 1])
+
+
+def test_the_sweeps_compat_reaches_each_cells_training(data, tmp_path):
+    """`compat: reference` at the top of a sweep trains every cell in the release's mode (and hashes apart)."""
+    from vidprobe.sweep import cell_train_config, check_sweep, plan_cells
+
+    cfg = _cfg(data, tmp_path / "sw", max_steps=2)
+    cfg["grid"]["backbones"] = cfg["grid"]["backbones"][1:]  # pixels only
+    cfg["compat"] = "reference"
+    (cell,) = plan_cells(check_sweep(cfg))
+    tc, h = cell_train_config(cfg, cell)
+    assert tc.compat == "reference" and tc.optim.decay_all and tc.loss["clamp"] == 100.0
+    assert h != cell_train_config({**cfg, "compat": "clean"}, cell)[1]  # a different cell for the DB
+    s = run_sweep(cfg, progress=False, echo=lambda *a: None)
+    assert s.done == [cell.name] and not s.failed
+    saved = yaml.safe_load((tmp_path / "sw" / "runs" / f"{cell.name}-{h[:8]}" / "config.yaml").read_text())
+    assert saved["compat"] == "reference" and saved["drop_last"] is True

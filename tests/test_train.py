@@ -142,10 +142,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ddp_two_processes_match_single_process(inputs, tmp_path):
+@pytest.mark.parametrize("compat", ["clean", "reference"])
+def test_ddp_two_processes_match_single_process(inputs, tmp_path, compat):
     out = tmp_path / "ddp"
     optim = {"lr": 1e-3, "warmup_frac": 0.0}  # large steps so a wrong global batch shows
-    base = base_cfg(inputs, out, epochs=2, batch_size=1, checkpoint_every=0, optim=optim)
+    base = base_cfg(inputs, out, epochs=2, batch_size=1, checkpoint_every=0, optim=optim, compat=compat)
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
     port = _free_port()
@@ -168,17 +169,17 @@ def test_ddp_two_processes_match_single_process(inputs, tmp_path):
     assert_same_weights(r0, r1)  # the ranks stayed in sync
     assert_same_weights(r0, final_weights(out))  # rank 0 wrote the checkpoint
     info = json.loads((out / "run.json").read_text())
-    assert info["world_size"] == 2 and info["steps_per_epoch"] == 2
+    assert info["world_size"] == 2 and info["steps_per_epoch"] == 2 and info["compat"] == compat
     # one process with the same global batch (2 clips per step) gives the same weights up to float noise...
     single = tmp_path / "single"
-    train(load_config(None, base=base_cfg(inputs, single, epochs=2, batch_size=2, checkpoint_every=0, optim=optim)),
-          progress=False)
+    train(load_config(None, base=base_cfg(inputs, single, epochs=2, batch_size=2, checkpoint_every=0, optim=optim,
+                                          compat=compat)), progress=False)
     s = final_weights(single)
     # ...while a different global batch (1 clip per step) lands far away. Adam's first steps are
     # sign-like, so single weights with near-zero gradients may differ by ~lr: compare global norms.
     other = tmp_path / "other"
-    train(load_config(None, base=base_cfg(inputs, other, epochs=1, batch_size=1, checkpoint_every=0, optim=optim)),
-          progress=False)
+    train(load_config(None, base=base_cfg(inputs, other, epochs=1, batch_size=1, checkpoint_every=0, optim=optim,
+                                          compat=compat)), progress=False)
     o = final_weights(other)
 
     def dist(a, b):
@@ -281,6 +282,31 @@ def test_lr_schedule_warmup_then_cosine(reference_run):
     assert lrs[-1] == pytest.approx(cfg.optim.min_lr)
 
 
+def test_reference_mode_run(inputs, tmp_path, monkeypatch):
+    """No clipping, the last partial batch dropped, the release's warm-up from 0; the run records it all."""
+    clipped = []
+    real_clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm, *a, **k: clipped.append(max_norm)
+                        or real_clip(params, max_norm, *a, **k))
+    runs = {}
+    for compat in ("clean", "reference"):
+        out = tmp_path / compat
+        cfg = load_config(None, base=base_cfg(inputs, out, epochs=1, batch_size=3), overrides=[f"compat={compat}"])
+        clipped.clear()
+        res = train(cfg, progress=False)
+        rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if '"loss"' in x]
+        runs[compat] = (res, json.loads((out / "run.json").read_text()), rows, list(clipped), load_config(out / "config.yaml"))
+    res, info, rows, clips, saved = runs["reference"]
+    assert info["steps_per_epoch"] == 1 and res.steps == 1  # 4 videos, batches of 3: the partial one dropped
+    assert clips == [] and rows[0]["grad_norm"] > 0  # not clipped; the norm is still logged
+    assert info["warmup_steps"] == 10 and rows[0]["lr"] == pytest.approx(1e-4 / 9)  # step 1 of 0, base/9, ...
+    assert info["loss"]["clamp"] == 100.0 and info["probe"]["dpt_skip_relu"] and info["probe"]["num_heads"] == 16
+    assert saved.compat == "reference" and saved.optim.decay_all and saved.sampler.method == "gaps_then_floor"
+    res, info, rows, clips, saved = runs["clean"]
+    assert info["steps_per_epoch"] == 2 and clips == [1.0, 1.0] and saved.compat == "clean"
+    assert info["loss"]["clamp"] is None and not info["probe"]["dpt_skip_relu"] and info["probe"]["num_heads"] == 4
+
+
 def test_train_cli(inputs, tmp_path):
     from typer.testing import CliRunner
 
@@ -295,6 +321,12 @@ def test_train_cli(inputs, tmp_path):
     assert r.exit_code == 0, r.output
     assert "best checkpoint" in r.output and "last checkpoint" in r.output
     assert json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())["step"] == 2
+    r = CliRunner().invoke(app, ["train", str(cfg), "--no-progress", "--set", "max_steps=1", "--set", "compat=reference",
+                                 "--set", f"out={tmp_path / 'ref'}"])
+    assert r.exit_code == 0, r.output
+    assert yaml.safe_load((tmp_path / "ref" / "config.yaml").read_text())["compat"] == "reference"
+    r = CliRunner().invoke(app, ["train", str(cfg), "--no-progress", "--set", "compat=paper"])
+    assert r.exit_code == 2 and "compat" in r.output
     r = CliRunner().invoke(app, ["train", str(cfg), "--no-progress", "--set", "bogus=1"])
     assert r.exit_code == 2 and "bogus" in r.output
     r = CliRunner().invoke(app, ["train", str(tmp_path / "nope.yaml")])

@@ -7,7 +7,7 @@ Config (YAML; every field is checked, an unknown one is refused with its name)::
     labels: /data/co3d_labels        # optional labels directory (VGGT pseudo-labels)
     out: sweeps/wan                  # features/ and runs/ go here
     db: sweeps/wan/results.db        # default: OUT/results.db
-    compat: clean                    # or reference (the release's camera AUC variant)
+    compat: clean                    # or reference: the release's probe/loss/optimiser/sampler settings and metrics
     extract: {dtype: fp16, num_frames: 81, max_videos: null}   # extract_dataset options
     train: {epochs: 75, batch_size: 10}                        # any TrainConfig field (base of every cell)
     consistency: {max_queries: 500, max_videos: null}          # optional: also score feature consistency
@@ -173,13 +173,16 @@ def check_sweep(cfg: dict, where: str = "sweep config") -> dict:
     if cfg.get("consistency") not in (None, False, True):
         _check_keys(f"{where}: consistency", cfg["consistency"], CONSISTENCY_FIELDS)
     train = _check_keys(f"{where}: train", cfg.get("train") or {}, tuple(TrainConfig.__dataclass_fields__))
+    if "compat" in train and train["compat"] != cfg.get("compat", "clean"):
+        raise SweepError(f"{where}: train.compat ({train['compat']!r}) differs from the top-level compat "
+                         f"({cfg.get('compat', 'clean')!r}): set it once, at the top level")
     owned = sorted(set(train) & set(CELL_OWNED))
     if owned:
         raise SweepError(f"{where}: train.{owned[0]} is set per cell by the sweep (use the top-level field or the grid)")
     if isinstance(train.get("probe"), dict) and "preset" in train["probe"]:
         raise SweepError(f"{where}: train.probe.preset is set per cell: list presets in grid.presets")
     try:  # every train field is a valid TrainConfig field with a valid value
-        TrainConfig.from_dict({**train, "features": "-", "dataset": "-"})
+        TrainConfig.from_dict({**train, "features": "-", "dataset": "-", "compat": cfg.get("compat", "clean")})
     except ConfigError as e:
         raise SweepError(f"{where}: train: {e}") from None
     return cfg
@@ -257,7 +260,8 @@ def cell_train_config(cfg: dict, cell: Cell):
     probe = dict(t.pop("probe", None) or {})
     probe["preset"] = cell.preset
     t.update(features=str(out / "features" / cell.entry.features_key), dataset=str(cfg["dataset"]), labels=cfg.get("labels"),
-             layer=cell.layer, timestep=cell.timestep, seed=cell.seed, probe=probe, name=cell.name, out="-")
+             layer=cell.layer, timestep=cell.timestep, seed=cell.seed, probe=probe, name=cell.name, out="-",
+             compat=cfg.get("compat", "clean"))
     tc = TrainConfig.from_dict(t)
     h = train_hash(tc.to_dict(), cfg.get("compat", "clean"))
     tc.out = str(out / "runs" / f"{cell.name}-{h[:8]}")

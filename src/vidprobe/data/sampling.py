@@ -5,10 +5,27 @@ apart, all within the first 76 frames, each snapped to ``1 + 4k`` so that it
 is the first frame of its latent group in a 4x temporal VAE (frame 0 is a
 latent group of its own). Validation draws with a fixed seed per scene.
 
-:class:`FrameSampler` draws *uniformly* among all frame sets that satisfy the
-constraints (exact counting by dynamic programming, no rejection loop), so a
-draw never fails when a valid set exists and always fails, with a clear
-error, when none does.
+Two methods (``method``):
+
+* ``"uniform"`` (vidprobe): *uniform* among all frame sets that satisfy the
+  constraints AFTER snapping (exact counting by dynamic programming, no
+  rejection loop), so a draw never fails when a valid set exists and always
+  fails, with a clear error, when none does.
+* ``"gaps_then_floor"`` (the study's release, ``VideoProbeDataset.
+  _sample_query_frames`` then its ``query_idx_divisor`` flooring): raw frames
+  ``0 = f_0 < f_1 < ...`` with ``f_{i+1} = f_i + min_gap + e_i``, where the
+  slack ``L - 1 - (n-1) min_gap`` (``L`` the frame limit) is split by ``n-1``
+  cut points drawn uniformly with replacement and sorted (``e_i`` the
+  differences; the last part is dropped); each frame is then floored to
+  ``1 + snap * floor((f - 1) / snap)`` (frame 0 stays 0). Snapped gaps of
+  ``min_gap - 1`` (4 for the reference) therefore occur, in about 10% of the
+  reference draws (``tests/test_reference_mode.py`` checks the distribution
+  against the rule by enumeration).
+
+Evaluation frames (:meth:`FrameSampler.eval_frames`) are fixed per scene in
+both methods (a seeded draw of the sampler's method). The release's
+validation draws are not fixed: its seed 0 is tested as false, so each
+validation pass redraws them.
 """
 
 from __future__ import annotations
@@ -18,7 +35,9 @@ import hashlib
 import random
 from dataclasses import dataclass
 
-__all__ = ["FrameSampler", "SamplingError", "stable_seed"]
+__all__ = ["METHODS", "FrameSampler", "SamplingError", "stable_seed"]
+
+METHODS = ("uniform", "gaps_then_floor")
 
 
 class SamplingError(ValueError):
@@ -38,7 +57,9 @@ class FrameSampler:
     * ``include_first``: frame 0 is always the first frame (the reference frame).
     * all frames lie in ``[0, min(max_frame, video_len))`` (``max_frame=None``: no limit);
     * every pair is at least ``min_gap`` frames apart;
-    * every frame is ``0`` or ``1 + snap*k`` (``snap=1``: any frame).
+    * every frame is ``0`` or ``1 + snap*k`` (``snap=1``: any frame);
+    * ``method``: ``"uniform"`` or ``"gaps_then_floor"`` (module docstring;
+      the latter needs ``include_first``).
     """
 
     num_frames: int = 4
@@ -46,6 +67,7 @@ class FrameSampler:
     max_frame: int | None = 76
     snap: int = 4
     include_first: bool = True
+    method: str = "uniform"
 
     def __post_init__(self) -> None:
         if self.num_frames < 1:
@@ -56,6 +78,10 @@ class FrameSampler:
             raise SamplingError(f"FrameSampler: snap must be >= 1, got {self.snap}")
         if self.max_frame is not None and self.max_frame < 1:
             raise SamplingError(f"FrameSampler: max_frame must be >= 1, got {self.max_frame}")
+        if self.method not in METHODS:
+            raise SamplingError(f"FrameSampler: method must be one of {METHODS}, got {self.method!r}")
+        if self.method == "gaps_then_floor" and not self.include_first:
+            raise SamplingError("FrameSampler: method 'gaps_then_floor' always starts at frame 0 (include_first)")
 
     def limit(self, video_len: int) -> int:
         """Frames are drawn from ``[0, limit)``."""
@@ -68,6 +94,8 @@ class FrameSampler:
 
     def min_video_len(self) -> int:
         """The shortest video this sampler can draw from (the earliest valid choice, plus one)."""
+        if self.method == "gaps_then_floor":
+            return (self.num_frames - 1) * self.min_gap + 1
         chosen = [0]
         while len(chosen) < self.num_frames:
             f = chosen[-1] + self.min_gap
@@ -93,6 +121,8 @@ class FrameSampler:
             raise SamplingError(f"video_len must be >= 1, got {video_len}")
         if not isinstance(rng, random.Random):
             rng = random.Random(rng)
+        if self.method == "gaps_then_floor":
+            return self._gaps_then_floor(video_len, rng)
         cands = self.candidates(video_len)
         if self.include_first:
             fixed = [0]
@@ -131,6 +161,18 @@ class FrameSampler:
             out.append(pool[i])
             start = nxt[i]
         return out
+
+    def _gaps_then_floor(self, video_len: int, rng: random.Random) -> list[int]:
+        n, gap, lim = self.num_frames, self.min_gap, self.limit(video_len)
+        slack = lim - 1 - (n - 1) * gap
+        if slack < 0:
+            raise self._too_short(video_len)
+        cuts = sorted(rng.randint(0, slack) for _ in range(n - 1))
+        extras = [b - a for a, b in zip([0] + cuts, cuts)]  # the first n-1 parts of the slack
+        raw = [0]
+        for e in extras:
+            raw.append(raw[-1] + gap + e)
+        return [0 if f == 0 else 1 + self.snap * ((f - 1) // self.snap) for f in raw]
 
     def eval_frames(self, video_id: str, video_len: int, seed: int = 0) -> list[int]:
         """The fixed validation draw of a scene: deterministic in ``(video_id, seed)`` across processes."""

@@ -16,6 +16,14 @@ Presets (:meth:`ProbeConfig.preset`):
 - ``tiny``: for CPU tests and the demo: width 64, 2 blocks, 4 heads, DPT
   32 / ``[32, 32, 64, 64]`` with a 16-channel last conv, camera trunk of
   2 blocks.
+
+Modes (``compat``): every setting whose default depends on the mode
+(``clean``, vidprobe's default, or ``reference``, the study's release) is
+one row of :data:`MODE_SETTINGS` (probe, loss, optimiser, sampler and
+training settings alike); :func:`mode_defaults` gives a section's values
+for a mode. An explicit value always overrides the mode's. Presets are
+applied first, then the mode, then explicit fields: e.g. in reference mode
+every preset keeps 16 heads (the release's probe has 16 at every width).
 """
 
 from __future__ import annotations
@@ -52,6 +60,9 @@ class ProbeConfig:
     camera_depth: int = 4  # trunk blocks
     camera_iters: int = 4  # refinement steps
     camera_qk_norm: bool = False
+    camera_num_heads: int | None = None  # None: num_heads
+    dpt_skip_relu: bool = False  # residual conv units add relu(x) instead of x (mode setting)
+    token_init_std: float = 0.02  # std of the camera / register token init (mode setting)
     grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:
@@ -81,6 +92,14 @@ class ProbeConfig:
             bad("camera_iters", f"expected a positive integer, got {self.camera_iters!r}")
         if self.width % self.num_heads:
             bad("num_heads", f"width {self.width} is not divisible by {self.num_heads} heads")
+        if self.camera_num_heads is not None:
+            ch = self.camera_num_heads
+            if not isinstance(ch, int) or isinstance(ch, bool) or ch <= 0 or self.token_dim % ch:
+                bad("camera_num_heads", f"expected a positive divisor of {self.token_dim} (2 x width) or null, got {ch!r}")
+        if not isinstance(self.token_init_std, (int, float)) or isinstance(self.token_init_std, bool) or not self.token_init_std > 0:
+            bad("token_init_std", f"expected a number > 0, got {self.token_init_std!r}")
+        if not isinstance(self.dpt_skip_relu, bool):
+            bad("dpt_skip_relu", f"expected true or false, got {self.dpt_skip_relu!r}")
         if self.rope and (self.width // self.num_heads) % 4:
             bad("rope", f"2D RoPE needs a head dimension divisible by 4, got {self.width // self.num_heads}")
         if self.mlp_ratio <= 0:
@@ -108,6 +127,11 @@ class ProbeConfig:
     @property
     def head_dim(self) -> int:
         return self.width // self.num_heads
+
+    @property
+    def camera_heads(self) -> int:
+        """Heads of the camera trunk: ``camera_num_heads``, else ``num_heads``."""
+        return self.camera_num_heads if self.camera_num_heads is not None else self.num_heads
 
     @property
     def token_dim(self) -> int:
@@ -138,30 +162,39 @@ class ProbeConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ProbeConfig:
+        """Fields, optionally with ``preset`` and ``compat`` (the mode's probe defaults, under explicit fields)."""
         if not isinstance(d, dict):
             raise ProbeConfigError(f"ProbeConfig: expected a mapping, got {type(d).__name__}")
         d = dict(d)
         preset = d.pop("preset", None)
+        compat = d.pop("compat", None)
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ProbeConfigError(f"ProbeConfig: unknown fields {unknown}; known: {sorted(names)}")
         if preset is not None:
-            return cls.preset(preset, **d)
+            return cls.preset(preset, compat=compat or "clean", **d)
+        if compat is not None:
+            if compat not in COMPAT_MODES:
+                raise ProbeConfigError(f"ProbeConfig: compat must be one of {COMPAT_MODES}, got {compat!r}")
+            d = {**mode_defaults("probe", compat), **d}
         if "in_channels" not in d:
             raise ProbeConfigError("ProbeConfig.in_channels: required")
         return cls(**d)
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> ProbeConfig:
-        """A named preset (``reference``, ``small``, ``tiny``) with field overrides."""
+    def preset(cls, name: str, compat: str = "clean", **overrides: Any) -> ProbeConfig:
+        """A named preset (``reference``, ``small``, ``tiny``), then the mode's probe settings, then ``overrides``."""
         if name not in PRESETS:
             raise ProbeConfigError(f"ProbeConfig.preset: unknown preset {name!r}; choose from {sorted(PRESETS)}")
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise ProbeConfigError(f"ProbeConfig: unknown fields {unknown}; known: {sorted(names)}")
+        if compat not in COMPAT_MODES:
+            raise ProbeConfigError(f"ProbeConfig: compat must be one of {COMPAT_MODES}, got {compat!r}")
         kw = dict(PRESETS[name])
+        kw.update(mode_defaults("probe", compat))
         kw.update(overrides)
         if "in_channels" not in kw:
             raise ProbeConfigError("ProbeConfig.in_channels: required")
@@ -182,4 +215,96 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-__all__ = ["HEAD_NAMES", "PRESETS", "ProbeConfig", "ProbeConfigError"]
+# ------------------------------------------------------------------------------------------ modes
+COMPAT_MODES = ("clean", "reference")
+class _Keep:
+    """A mode value meaning "no override": the preset's own value applies."""
+
+    def __repr__(self) -> str:
+        return "(preset)"
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+KEEP = _Keep()
+
+
+@dataclass(frozen=True)
+class ModeSetting:
+    """One named difference between the modes: ``section.field`` takes ``clean`` or ``reference``."""
+
+    section: str  # probe | loss | optim | sampler | train
+    field: str
+    clean: Any
+    reference: Any
+    doc: str
+
+    def value(self, compat: str) -> Any:
+        if compat not in COMPAT_MODES:
+            raise ValueError(f"compat: expected one of {COMPAT_MODES}, got {compat!r}")
+        return self.clean if compat == "clean" else self.reference
+
+
+#: Every setting whose default depends on ``compat`` (the reproduction page lists them).
+MODE_SETTINGS: tuple[ModeSetting, ...] = (
+    ModeSetting("probe", "dpt_skip_relu", False, True,
+                "DPT residual conv units: the skip adds x, or relu(x) (VGGT's in-place ReLU, inherited by the release)"),
+    ModeSetting("probe", "token_init_std", 0.02, 1e-6, "std of the initial camera and register tokens"),
+    ModeSetting("probe", "num_heads", KEEP, 16,
+                "attention heads of the trunk (clean: the preset's, 8 for 'small'; release: 16 at every width)"),
+    ModeSetting("probe", "camera_num_heads", KEEP, 16, "attention heads of the camera trunk (clean: num_heads)"),
+    ModeSetting("loss", "clamp", None, 100.0,
+                "per-pixel errors, their confidence-weighted products and each camera Huber element clamped at this "
+                "value (null: no clamp)"),
+    ModeSetting("loss", "point_norm", "mean", "clamped",
+                "point-map normaliser: mean distance over the valid pixels (at least eps), or "
+                "sum / (count + 1e-3) clamped to [1e-3, 1e3]"),
+    ModeSetting("loss", "scale_pixels", "valid", "all",
+                "ground-truth scale: mean point distance over frame 0's valid pixels, or over all its pixels "
+                "(an invalid pixel counts at distance 0)"),
+    ModeSetting("loss", "scale_range", None, [1e-3, 1e4],
+                "[lo, hi]: a clip whose frame-0 mean distance lies outside is not rescaled (null: always rescaled)"),
+    ModeSetting("optim", "decay_all", False, True,
+                "weight decay on every parameter, or not on norms, biases and tokens"),
+    ModeSetting("optim", "grad_clip", 1.0, 0.0, "gradient-norm clipping threshold (0: none)"),
+    ModeSetting("optim", "warmup_rule", "linear", "from_zero",
+                "warm-up of W steps: lr (s+1)/W, or s/(W-1) from 0 reaching the base lr at step W-1 "
+                "(pl_bolts LinearWarmupCosineAnnealingLR); then cosine to min_lr"),
+    ModeSetting("optim", "warmup_frac", 10 / 75, None, "warm-up length as a fraction of the steps: W = round(frac * total)"),
+    ModeSetting("optim", "warmup_epochs", None, 10.0,
+                "warm-up length in epochs of the run: W = int(warmup_epochs * total / epochs)"),
+    ModeSetting("sampler", "method", "uniform", "gaps_then_floor",
+                "training frames: uniform over the sets valid after snapping, or gaps >= min_gap drawn on raw "
+                "frames then floored to 1+4k (snapped gaps of 4 occur)"),
+    ModeSetting("train", "drop_last", False, True,
+                "steps per epoch: ceil(videos / global batch) (the last batch padded), or floor (dropped)"),
+)
+
+SECTIONS = ("probe", "loss", "optim", "sampler", "train")
+
+
+def mode_defaults(section: str, compat: str) -> dict[str, Any]:
+    """``{field: value}`` of ``section`` in mode ``compat`` (fields whose value is :data:`KEEP` left out)."""
+    if section not in SECTIONS:
+        raise ValueError(f"mode_defaults: unknown section {section!r}; choose from {SECTIONS}")
+    out = {}
+    for s in MODE_SETTINGS:
+        if s.section == section:
+            v = s.value(compat)
+            if v is not KEEP:
+                out[s.field] = list(v) if isinstance(v, list) else v
+    return out
+
+
+def settings_table() -> list[dict[str, Any]]:
+    """Rows ``{setting, clean, reference, doc}`` for the reproduction page."""
+    return [{"setting": f"{s.section}.{s.field}", "clean": repr(s.clean) if s.clean is KEEP else s.clean,
+             "reference": s.reference, "doc": s.doc} for s in MODE_SETTINGS]
+
+
+__all__ = ["COMPAT_MODES", "HEAD_NAMES", "KEEP", "MODE_SETTINGS", "PRESETS", "ModeSetting", "ProbeConfig",
+           "ProbeConfigError", "mode_defaults", "settings_table"]

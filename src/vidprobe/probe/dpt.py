@@ -21,6 +21,11 @@ So 21x37 tokens reach 168x296 before the last interpolation, 30x52 reach
 
 Activations: ``inv_log`` ``sign(x) (e^|x| - 1)``, ``exp``, ``linear``;
 confidence ``expp1`` ``1 + e^x``.
+
+Residual conv unit: ``skip + conv2(relu(conv1(relu(x))))`` with ``skip = x``,
+or ``skip = relu(x)`` with ``skip_relu`` (VGGT's unit applies an in-place
+ReLU to its input, so its skip adds ``relu(x)``; the release's probe
+inherits it: ``tests/test_parity_probe.py``).
 """
 
 from __future__ import annotations
@@ -72,20 +77,22 @@ def sincos_pos_embed(h: int, w: int, channels: int, aspect: float, device=None, 
 
 
 class ResidualConvUnit(nn.Module):
-    def __init__(self, features: int):
+    def __init__(self, features: int, skip_relu: bool = False):
         super().__init__()
+        self.skip_relu = skip_relu
         self.conv1 = nn.Conv2d(features, features, 3, padding=1)
         self.conv2 = nn.Conv2d(features, features, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+        h = F.relu(x)
+        return (h if self.skip_relu else x) + self.conv2(F.relu(self.conv1(h)))
 
 
 class FusionBlock(nn.Module):
-    def __init__(self, features: int, has_skip: bool = True):
+    def __init__(self, features: int, has_skip: bool = True, skip_relu: bool = False):
         super().__init__()
-        self.res1 = ResidualConvUnit(features) if has_skip else None
-        self.res2 = ResidualConvUnit(features)
+        self.res1 = ResidualConvUnit(features, skip_relu) if has_skip else None
+        self.res2 = ResidualConvUnit(features, skip_relu)
         self.out_conv = nn.Conv2d(features, features, 1)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
@@ -114,6 +121,7 @@ class DPTHead(nn.Module):
         activation: str = "inv_log",
         conf_activation: str = "expp1",
         pos_embed: bool = True,
+        skip_relu: bool = False,
     ):
         super().__init__()
         oc = list(out_channels)
@@ -133,7 +141,7 @@ class DPTHead(nn.Module):
             ]
         )
         self.layer_rn = nn.ModuleList([nn.Conv2d(c, features, 3, padding=1, bias=False) for c in oc])
-        self.fusion = nn.ModuleList([FusionBlock(features, has_skip=i < 3) for i in range(4)])  # fusion[3]: coarsest
+        self.fusion = nn.ModuleList([FusionBlock(features, has_skip=i < 3, skip_relu=skip_relu) for i in range(4)])  # fusion[3]: coarsest
         self.out_conv1 = nn.Conv2d(features, features // 2, 3, padding=1)
         self.out_conv2 = nn.Conv2d(features // 2, last_hidden, 3, padding=1)
         self.out_conv3 = nn.Conv2d(last_hidden, output_dim, 1)

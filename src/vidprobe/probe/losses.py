@@ -7,11 +7,15 @@ bool, ``confidence [B,S,H,W]`` (ones when the dataset has none),
 
 :func:`prepare_targets` rebases every clip to its first frame (identity
 pose) and divides points, depth and camera translations by ONE scale: the
-mean distance to the origin of the valid points of frame 0
+mean distance to the origin of the points of frame 0
 (``scale_mode="first"``, the reference) or of all frames (``"all"``); see
-:func:`vidprobe.geometry.normalize_scene`. The GT cameras are then encoded
-as 9-d poses (:func:`vidprobe.geometry.encode_pose`). Invalid pixels are
-zeroed first so non-finite values there never reach a loss.
+:func:`vidprobe.geometry.normalize_scene`. ``scale_pixels`` says which
+pixels enter that mean: the valid ones (``"valid"``) or all of them
+(``"all"``: an invalid pixel counts at distance 0, where depth 0 unprojects
+in frame 0). With ``scale_range = [lo, hi]`` a clip whose mean lies outside
+is left unscaled (scale 1). The GT cameras are then encoded as 9-d poses
+(:func:`vidprobe.geometry.encode_pose`). Invalid pixels are zeroed first so
+non-finite values there never reach a loss.
 
 :func:`probe_loss` = ``points_weight * L_points + depth_weight * L_depth +
 camera_weight * L_camera`` over the heads present in the predictions.
@@ -19,15 +23,18 @@ camera_weight * L_camera`` over the heads present in the predictions.
 - Points: with ``normalize_points`` (default on, the reference) the
   predicted and the GT point maps are EACH divided by their own mean
   distance to the origin over the valid pixels of the sample (all frames;
-  the prediction's factor is not detached). Per-pixel error
-  ``e = ||p - g||_2``.
+  the prediction's factor is not detached): ``point_norm="mean"``
+  ``sum / count`` (at least ``eps``), ``"clamped"`` ``sum / (count + 1e-3)``
+  clamped to ``[1e-3, 1e3]``. Per-pixel error ``e = ||p - g||_2``.
 - Depth: ``e = |d - g|`` in the normalised scene (no extra scaling).
 - Confidence (``conf_mode``, both dense terms):
   ``gt_weighted`` (reference): ``c_gt * e``; ``predicted`` (VGGT):
   ``c * e - conf_alpha * log c`` with the head's predicted confidence
   ``c >= 1``; ``none``: ``e``. The dense loss is the mean of that quantity
   over the valid pixels of the whole batch (pooled); a batch without any
-  valid pixel contributes 0.
+  valid pixel contributes 0. With ``clamp`` (null by default) the per-pixel
+  error ``e`` and then the per-pixel quantity are each clamped to
+  ``[-clamp, clamp]``.
 - Optional depth gradient term (``depth_grad_weight``, off by default): the
   mean absolute x/y finite difference of the depth residual ``d - g`` over
   pairs of horizontally / vertically adjacent valid pixels, added to the
@@ -36,7 +43,13 @@ camera_weight * L_camera`` over the heads present in the predictions.
   ``l_i = w_T mean(h(t - t_gt)) + w_R mean(h(q - q_gt)) + w_F mean(h(fov - fov_gt))``
   with ``h`` the Huber loss (``delta`` 1, reference) or L1, means over
   batch, frames and components; ``L_camera = sum_i gamma^(N-i-1) l_i / N``
-  (gamma 0.6; weights T 1.0, R 1.0, FoV 0.5).
+  (gamma 0.6; weights T 1.0, R 1.0, FoV 0.5). With ``clamp`` each element
+  ``h(.)`` is clamped to ``[-clamp, clamp]`` before the means.
+
+The values ``compat: reference`` gives these settings (clamp 100,
+``point_norm="clamped"``, ``scale_pixels="all"``, ``scale_range [1e-3, 1e4]``)
+are the release's; ``tests/test_parity_probe.py`` checks them against its
+losses.
 
 A NaN or Inf in any term raises :class:`NonFiniteLossError` naming the term
 (and is counted in :data:`NONFINITE_COUNTS`); nothing is silently zeroed.
@@ -51,11 +64,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vidprobe.geometry import encode_pose, normalize_scene
+from vidprobe.geometry import NormalizedScene, encode_pose, normalize_scene, rebase_to_first
 
 CONF_MODES = ("gt_weighted", "predicted", "none")
 CAMERA_LOSSES = ("huber", "l1")
 SCALE_MODES = ("first", "all")
+SCALE_PIXELS = ("valid", "all")
+POINT_NORMS = ("mean", "clamped")
 
 #: How many times each loss term was found non-finite in this process.
 NONFINITE_COUNTS: Counter = Counter()
@@ -92,6 +107,11 @@ class LossConfig:
     camera_fov_weight: float = 0.5
     camera_gamma: float = 0.6
     eps: float = 1e-6
+    # settings whose default depends on the mode (vidprobe.probe.config.MODE_SETTINGS); these are clean's
+    clamp: float | None = None
+    point_norm: str = "mean"
+    scale_pixels: str = "valid"
+    scale_range: list[float] | None = None
 
     def __post_init__(self) -> None:
         if self.scale_mode not in SCALE_MODES:
@@ -109,6 +129,20 @@ class LossConfig:
             raise LossConfigError(f"LossConfig.camera_gamma: expected 0 < gamma <= 1, got {self.camera_gamma}")
         if self.huber_delta <= 0 or self.eps <= 0:
             raise LossConfigError("LossConfig.huber_delta and LossConfig.eps must be > 0")
+        if self.clamp is not None and (isinstance(self.clamp, bool) or not isinstance(self.clamp, (int, float))
+                                       or not self.clamp > 0):
+            raise LossConfigError(f"LossConfig.clamp: expected a number > 0 or null, got {self.clamp!r}")
+        if self.point_norm not in POINT_NORMS:
+            raise LossConfigError(f"LossConfig.point_norm: expected one of {POINT_NORMS}, got {self.point_norm!r}")
+        if self.scale_pixels not in SCALE_PIXELS:
+            raise LossConfigError(f"LossConfig.scale_pixels: expected one of {SCALE_PIXELS}, got {self.scale_pixels!r}")
+        if self.scale_range is not None:
+            r = self.scale_range
+            ok = isinstance(r, (list, tuple)) and len(r) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in r)
+            if not ok or not 0 < r[0] < r[1]:
+                raise LossConfigError(f"LossConfig.scale_range: expected [lo, hi] with 0 < lo < hi, or null, got {r!r}")
+            self.scale_range = [float(r[0]), float(r[1])]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,16 +183,47 @@ def _validate_gt(gt: dict) -> tuple[int, int, int, int]:
     return B, S, H, W
 
 
-def prepare_targets(gt: dict, scale_mode: str = "first", image_hw: tuple[int, int] | None = None) -> dict:
+def _scene(points, depth, ext, valid, scale_mode: str, scale_pixels: str, scale_range) -> NormalizedScene:
+    """Rebase and scale (see the module docstring); ``normalize_scene`` when the pixels are the valid ones."""
+    if scale_pixels == "valid" and scale_range is None:
+        return normalize_scene(points, depth, ext, valid, mode=scale_mode)
+    new_ext, pts = rebase_to_first(ext, points)
+    dist = torch.where(valid, pts.norm(dim=-1), torch.zeros_like(depth))  # invalid: at the camera centre
+    m = valid.to(dist.dtype) if scale_pixels == "valid" else torch.ones_like(dist)
+    if scale_mode == "first":
+        dist, m = dist[:, :1], m[:, :1]
+    scale = dist.sum((1, 2, 3)) / m.sum((1, 2, 3)).clamp_min(1)
+    if scale_range is None:
+        scale = scale.clamp_min(1e-6)
+    else:  # out of range: not rescaled
+        lo, hi = scale_range
+        scale = torch.where((scale < lo) | (scale > hi), torch.ones_like(scale), scale)
+    new_ext = new_ext.clone()
+    new_ext[..., :3, 3] = new_ext[..., :3, 3] / scale[:, None, None]
+    return NormalizedScene(points=pts / scale[:, None, None, None, None], depth=depth / scale[:, None, None, None],
+                           extrinsics=new_ext, scale=scale)
+
+
+def prepare_targets(
+    gt: dict,
+    scale_mode: str = "first",
+    image_hw: tuple[int, int] | None = None,
+    scale_pixels: str = "valid",
+    scale_range: list[float] | None = None,
+) -> dict:
     """Rebase to frame 0, normalise the scale, encode the GT cameras.
 
     Returns a dict with ``points, depth, valid, confidence, extrinsics,
     intrinsics`` (normalised), ``pose_enc [B,S,9]`` and ``scale [B]`` (the
     factor the scene was divided by). ``image_hw`` (for the field of view)
-    defaults to the ground-truth map size.
+    defaults to the ground-truth map size. ``scale_pixels`` and
+    ``scale_range``: see the module docstring (:func:`targets_for` takes
+    them from a :class:`LossConfig`).
     """
     if scale_mode not in SCALE_MODES:
         raise ValueError(f"prepare_targets: scale_mode must be one of {SCALE_MODES}, got {scale_mode!r}")
+    if scale_pixels not in SCALE_PIXELS:
+        raise ValueError(f"prepare_targets: scale_pixels must be one of {SCALE_PIXELS}, got {scale_pixels!r}")
     B, S, H, W = _validate_gt(gt)
     valid = gt["valid"].bool()
     points = gt["points"].float()
@@ -171,7 +236,7 @@ def prepare_targets(gt: dict, scale_mode: str = "first", image_hw: tuple[int, in
     conf = torch.ones_like(depth) if conf is None else torch.where(valid, conf.float(), torch.zeros_like(depth))
     ext = gt["extrinsics"].float()
     intr = gt["intrinsics"].float()
-    scene = normalize_scene(points, depth, ext, valid, mode=scale_mode)
+    scene = _scene(points, depth, ext, valid, scale_mode, scale_pixels, scale_range)
     scene_pts = torch.where(valid[..., None], scene.points, torch.zeros_like(scene.points))
     hw = tuple(image_hw) if image_hw is not None else (H, W)
     return {
@@ -186,14 +251,26 @@ def prepare_targets(gt: dict, scale_mode: str = "first", image_hw: tuple[int, in
     }
 
 
-def _mean_distance(points: torch.Tensor, mask: torch.Tensor, eps: float) -> torch.Tensor:
-    """Per-sample mean norm of ``points [B,...,3]`` over ``mask [B,...]`` -> ``[B]``."""
+def targets_for(gt: dict, cfg: LossConfig, image_hw: tuple[int, int] | None = None) -> dict:
+    """:func:`prepare_targets` with the scale settings of ``cfg``."""
+    return prepare_targets(gt, cfg.scale_mode, image_hw, scale_pixels=cfg.scale_pixels, scale_range=cfg.scale_range)
+
+
+def _mean_distance(points: torch.Tensor, mask: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
+    """Per-sample mean norm of ``points [B,...,3]`` over ``mask [B,...]`` -> ``[B]`` (``cfg.point_norm``)."""
     dims = tuple(range(1, mask.dim()))
-    d = (points.norm(dim=-1) * mask).sum(dims) / mask.sum(dims).clamp_min(1)
-    return d.clamp_min(eps)
+    total = (points.norm(dim=-1) * mask).sum(dims)
+    if cfg.point_norm == "clamped":
+        return (total / (mask.sum(dims) + 1e-3)).clamp(1e-3, 1e3)
+    return (total / mask.sum(dims).clamp_min(1)).clamp_min(cfg.eps)
+
+
+def _clamp(x: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
+    return x if cfg.clamp is None else x.clamp(-cfg.clamp, cfg.clamp)
 
 
 def _dense_loss(err, mask, gt_conf, pred_conf, cfg: LossConfig, name: str) -> torch.Tensor:
+    err = _clamp(err, cfg)
     if cfg.conf_mode == "gt_weighted":
         val = gt_conf * err
     elif cfg.conf_mode == "predicted":
@@ -202,7 +279,7 @@ def _dense_loss(err, mask, gt_conf, pred_conf, cfg: LossConfig, name: str) -> to
         val = pred_conf * err - cfg.conf_alpha * torch.log(pred_conf)
     else:
         val = err
-    val = torch.where(mask, val, torch.zeros_like(val))
+    val = torch.where(mask, _clamp(val, cfg), torch.zeros_like(val))
     return val.sum() / mask.sum().clamp_min(1)
 
 
@@ -215,8 +292,8 @@ def points_loss(pred: dict, tgt: dict, cfg: LossConfig) -> torch.Tensor:
     if cfg.normalize_points:
         mf = m.to(p.dtype)
         view = (-1,) + (1,) * (p.dim() - 1)
-        p = p / _mean_distance(p, mf, cfg.eps).reshape(view)
-        g = g / _mean_distance(g, mf, cfg.eps).reshape(view)
+        p = p / _mean_distance(p, mf, cfg).reshape(view)
+        g = g / _mean_distance(g, mf, cfg).reshape(view)
     err = (p - g).norm(dim=-1)
     conf = pred.get("points_conf")
     return _dense_loss(err, m, tgt["confidence"], None if conf is None else conf.float(), cfg, "points")
@@ -251,6 +328,10 @@ def camera_loss(pose_list: list[torch.Tensor], gt_pose: torch.Tensor, cfg: LossC
         raise ValueError("predictions.pose_enc_list: empty")
 
     def h(a, b):
+        if cfg.clamp is not None:  # element-wise, clamped, then the mean
+            if cfg.camera_loss == "huber":
+                return _clamp(F.huber_loss(a, b, reduction="none", delta=cfg.huber_delta), cfg).mean()
+            return _clamp((a - b).abs(), cfg).mean()
         if cfg.camera_loss == "huber":
             return F.huber_loss(a, b, reduction="mean", delta=cfg.huber_delta)
         return (a - b).abs().mean()
@@ -286,7 +367,7 @@ def probe_loss(
     with ``prepared=True``, the output of :func:`prepare_targets`.
     """
     cfg = cfg or LossConfig()
-    tgt = gt if prepared else prepare_targets(gt, cfg.scale_mode, image_hw)
+    tgt = gt if prepared else targets_for(gt, cfg, image_hw)
     terms: dict[str, torch.Tensor] = {}
     total = None
 
@@ -331,4 +412,5 @@ __all__ = [
     "points_loss",
     "prepare_targets",
     "probe_loss",
+    "targets_for",
 ]

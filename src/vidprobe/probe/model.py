@@ -26,6 +26,7 @@ recomputed in the backward pass (``torch.utils.checkpoint``,
 
 from __future__ import annotations
 
+import re
 from contextlib import nullcontext
 
 import torch
@@ -50,8 +51,8 @@ class Probe(nn.Module):
         # index 0: the reference (first) frame; index 1: every other frame
         self.camera_token = nn.Parameter(torch.empty(2, 1, c.width))
         self.register_tokens = nn.Parameter(torch.empty(2, c.num_registers, c.width))
-        nn.init.trunc_normal_(self.camera_token, std=0.02)
-        nn.init.trunc_normal_(self.register_tokens, std=0.02)
+        nn.init.trunc_normal_(self.camera_token, std=c.token_init_std)
+        nn.init.trunc_normal_(self.register_tokens, std=c.token_init_std)
         self.frame_blocks = nn.ModuleList(
             [Block(c.width, c.num_heads, c.mlp_ratio, c.qk_norm, c.layerscale) for _ in range(c.depth)]
         )
@@ -65,6 +66,7 @@ class Probe(nn.Module):
             last_hidden=c.dpt_last_hidden,
             conf_activation="expp1",
             pos_embed=c.dpt_pos_embed,
+            skip_relu=c.dpt_skip_relu,
         )
         self.point_head = (
             DPTHead(c.token_dim, output_dim=4, activation="inv_log", **dpt_kw) if "points" in c.active_heads else None
@@ -73,7 +75,7 @@ class Probe(nn.Module):
         self.camera_head = (
             CameraHead(
                 c.token_dim,
-                c.num_heads,
+                c.camera_heads,
                 depth=c.camera_depth,
                 mlp_ratio=c.mlp_ratio,
                 layerscale=c.layerscale,
@@ -109,7 +111,8 @@ class Probe(nn.Module):
         if C != c.in_channels:
             raise ValueError(f"Probe: features have {C} channels, config.in_channels is {c.in_channels}")
         x = self.input_proj(self.input_norm(features)).reshape(B, S, h * w, c.width)
-        tokens = torch.cat([self.special_tokens(B, S).to(x.dtype), x], dim=2)
+        # special tokens stay fp32 under autocast (the concatenation promotes): the residual stream is fp32
+        tokens = torch.cat([self.special_tokens(B, S), x], dim=2)
         P = tokens.shape[2]
         rope_f = rope_g = None
         if self.rope is not None:
@@ -165,3 +168,64 @@ class Probe(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# release key (regex) -> ours; the order matters only for readability, every key matches at most one rule
+_RELEASE_RULES: tuple[tuple[str, str], ...] = (
+    (r"backbone\.input_proj\.0\.(weight|bias)", r"input_norm.\1"),
+    (r"backbone\.input_proj\.1\.(weight|bias)", r"input_proj.\1"),
+    (r"backbone\.camera_token", "camera_token"),
+    (r"backbone\.register_token", "register_tokens"),
+    (r"backbone\.(frame|global)_blocks\.(\d+)\.(.+)", r"\1_blocks.\2.\3"),
+    (r"camera_head\.empty_pose_tokens", "camera_head.empty_pose"),
+    (r"camera_head\.poseLN_modulation\.1\.(weight|bias)", r"camera_head.modulation.1.\1"),
+    (r"camera_head\.(token_norm|trunk_norm|embed_pose|pose_branch\.fc1|pose_branch\.fc2)\.(weight|bias)",
+     r"camera_head.\1.\2"),
+    (r"camera_head\.trunk\.(\d+)\.(.+)", r"camera_head.trunk.\1.\2"),
+    (r"(point|depth)_head\.norm\.(weight|bias)", r"\1_head.norm.\2"),
+    (r"(point|depth)_head\.projects\.(\d)\.(weight|bias)", r"\1_head.projects.\2.\3"),
+    (r"(point|depth)_head\.resize_layers\.(\d)\.(weight|bias)", r"\1_head.resize.\2.\3"),
+    (r"(point|depth)_head\.scratch\.output_conv1\.(weight|bias)", r"\1_head.out_conv1.\2"),
+    (r"(point|depth)_head\.scratch\.output_conv2\.0\.(weight|bias)", r"\1_head.out_conv2.\2"),
+    (r"(point|depth)_head\.scratch\.output_conv2\.2\.(weight|bias)", r"\1_head.out_conv3.\2"),
+)
+_ONE_BASED = (  # the release numbers DPT levels 1..4; ours 0..3
+    (r"(point|depth)_head\.scratch\.layer(\d)_rn\.weight", "{0}_head.layer_rn.{1}.weight"),
+    (r"(point|depth)_head\.scratch\.refinenet(\d)\.out_conv\.(weight|bias)", "{0}_head.fusion.{1}.out_conv.{2}"),
+    (r"(point|depth)_head\.scratch\.refinenet(\d)\.resConfUnit([12])\.(conv[12])\.(weight|bias)",
+     "{0}_head.fusion.{1}.res{2}.{3}.{4}"),
+)
+
+
+def release_key(key: str) -> str:
+    """The :class:`Probe` key of a key of the release's ``ProbeModelPA`` state dict (KeyError if none)."""
+    for pat, repl in _RELEASE_RULES:
+        if re.fullmatch(pat, key):
+            return re.sub(pat, repl, key)
+    for pat, fmt in _ONE_BASED:
+        m = re.fullmatch(pat, key)
+        if m:
+            g = list(m.groups())
+            return fmt.format(g[0], int(g[1]) - 1, *g[2:])
+    raise KeyError(f"release state dict: no vidprobe key for {key!r}")
+
+
+def from_release_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map a ``ProbeModelPA`` state dict (zxhuang1698/VidFM3D) onto :class:`Probe` keys and shapes.
+
+    Every release key maps to exactly one of ours (two keys landing on the same one raise). Token tensors
+    drop the release's leading batch axis (``[1, 2, n, D]`` -> ``[2, n, D]``, ``[1, 1, 9]`` -> ``[9]``).
+    Load the result with ``load_state_dict(..., strict=True)`` into a probe built in ``compat: reference``
+    mode with the same sizes (``tests/test_parity_probe.py``).
+    """
+    out: dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        ours = release_key(k)
+        if ours in out:
+            raise KeyError(f"release state dict: {k!r} maps to {ours!r}, which another key already took")
+        if ours in ("camera_token", "register_tokens"):
+            v = v.reshape(v.shape[1:])
+        elif ours == "camera_head.empty_pose":
+            v = v.reshape(-1)
+        out[ours] = v
+    return out

@@ -10,6 +10,12 @@ same batches and ends with the same weights as an uninterrupted one.
 
 Multi-GPU: run under ``torchrun``; each rank takes its slice of every global
 batch and DDP averages the gradients (gloo on CPU, NCCL on GPU).
+
+Modes: ``compat: clean`` (default) or ``reference`` (the study's release).
+Every setting whose default depends on the mode is a row of
+:data:`vidprobe.probe.config.MODE_SETTINGS` (probe, loss, optimiser, sampler,
+steps per epoch); a field left out of the config takes the mode's value, an
+explicit one wins. The run's ``config.yaml`` records the resolved values.
 """
 
 from __future__ import annotations
@@ -33,12 +39,40 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from vidprobe.atomic import atomic_write_text as _atomic_write_text
-from vidprobe.data.sampling import FrameSampler
+from vidprobe.data.sampling import METHODS, FrameSampler
+from vidprobe.probe.config import COMPAT_MODES, KEEP, MODE_SETTINGS
 from vidprobe.probe.data import ProbeDataset, collate
 
 
 class ConfigError(ValueError):
     pass
+
+
+class _FromMode:
+    """Default of a mode-dependent field: replaced by the mode's value when the TrainConfig is built."""
+
+    _instance = None
+
+    def __new__(cls):
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "<from compat mode>"
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __reduce__(self):
+        return (_FromMode, ())
+
+
+FROM_MODE: Any = _FromMode()
+WARMUP_RULES = ("linear", "from_zero")
 
 
 def _coerce(where: str, typ: str, value: Any) -> Any:
@@ -91,12 +125,17 @@ def _coerce_fields(cls, d: dict, prefix: str = "") -> dict:
 
 @dataclass
 class OptimConfig:
+    """AdamW + warm-up + cosine. Fields defaulting to FROM_MODE take the mode's value (MODE_SETTINGS)."""
+
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.05
-    warmup_frac: float = 10 / 75
+    warmup_frac: float | None = FROM_MODE  # W = max(1, round(frac * total)); or:
+    warmup_epochs: float | None = FROM_MODE  # W = int(warmup_epochs * total / epochs)
+    warmup_rule: str = FROM_MODE  # linear | from_zero
     min_lr: float = 1e-6
-    grad_clip: float = 1.0
+    grad_clip: float = FROM_MODE  # 0: no clipping
+    decay_all: bool = FROM_MODE  # weight decay on every parameter (else not on norms, biases, tokens)
 
 
 @dataclass
@@ -105,11 +144,12 @@ class SamplerConfig:
     min_gap: int = 5
     max_frame: int = 76
     snap: int = 4
+    method: str = FROM_MODE  # uniform | gaps_then_floor (vidprobe.data.sampling)
 
 
 @dataclass
 class TrainConfig:
-    """One probe training run (the reference settings are the defaults)."""
+    """One probe training run (the reference protocol's settings are the defaults; ``compat`` picks the mode)."""
 
     features: str = ""  # feature store directory
     dataset: str = ""  # dataset with ground truth (native, CO3D or DL3DV)
@@ -138,6 +178,34 @@ class TrainConfig:
     device: str = "auto"
     tensorboard: bool = False
     wandb: bool = False
+    compat: str = "clean"  # clean | reference: the default of every setting in MODE_SETTINGS
+    drop_last: bool = FROM_MODE  # steps per epoch floor(videos / global batch) instead of ceil
+
+    def __post_init__(self) -> None:
+        self._resolve_mode()
+
+    def _resolve_mode(self) -> None:
+        """Give every field still at FROM_MODE (and every absent probe / loss key) the mode's value."""
+        if self.compat not in COMPAT_MODES:
+            raise ConfigError(f"config field 'compat': expected one of {COMPAT_MODES}, got {self.compat!r}")
+        o = self.optim
+        if isinstance(o, OptimConfig):  # the warm-up length is ONE of warmup_frac / warmup_epochs
+            frac, ep = o.warmup_frac, o.warmup_epochs
+            if frac is not FROM_MODE and ep is FROM_MODE and frac is not None:
+                o.warmup_epochs = None
+            elif ep is not FROM_MODE and frac is FROM_MODE and ep is not None:
+                o.warmup_frac = None
+        owners = {"optim": self.optim, "sampler": self.sampler, "train": self}
+        for st in MODE_SETTINGS:
+            v = st.value(self.compat)
+            if st.section in owners:
+                obj = owners[st.section]
+                if getattr(obj, st.field, None) is FROM_MODE:
+                    setattr(obj, st.field, copy.deepcopy(v))
+            elif v is not KEEP and isinstance(getattr(self, st.section), dict):
+                sec = dict(getattr(self, st.section))
+                sec.setdefault(st.field, copy.deepcopy(v))
+                setattr(self, st.section, sec)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -183,6 +251,22 @@ class TrainConfig:
             raise ConfigError("batch_size and epochs must be >= 1")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        o = self.optim
+        if o.warmup_frac is not None and o.warmup_epochs is not None:
+            raise ConfigError("config fields 'optim.warmup_frac' and 'optim.warmup_epochs': set only one (the other null)")
+        if o.warmup_frac is None and o.warmup_epochs is None:
+            raise ConfigError("config fields 'optim.warmup_frac' / 'optim.warmup_epochs': one must be set")
+        for name in ("warmup_frac", "warmup_epochs", "grad_clip"):
+            v = getattr(o, name)
+            if v is not None and not v >= 0:
+                raise ConfigError(f"config field 'optim.{name}': expected a number >= 0, got {v!r}")
+        if o.warmup_rule not in WARMUP_RULES:
+            raise ConfigError(f"config field 'optim.warmup_rule': expected one of {WARMUP_RULES}, got {o.warmup_rule!r}")
+        if self.sampler.method not in METHODS:
+            raise ConfigError(f"config field 'sampler.method': expected one of {METHODS}, got {self.sampler.method!r}")
+        for where, v in (("optim.decay_all", o.decay_all), ("drop_last", self.drop_last)):
+            if not isinstance(v, bool):
+                raise ConfigError(f"config field {where!r}: expected true or false, got {v!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -264,8 +348,55 @@ def resolve_device(name: str) -> torch.device:
 
 def lr_lambda(total_steps: int, warmup_frac: float, base_lr: float, min_lr: float):
     """Linear warm-up over ``warmup_frac`` of the steps, then cosine from ``base_lr`` to ``min_lr``."""
-    warm = max(1, round(total_steps * warmup_frac))
+    return _linear_cosine(total_steps, max(1, round(total_steps * warmup_frac)), base_lr, min_lr)
 
+
+def warmup_steps(total_steps: int, optim: OptimConfig, epochs: int) -> int:
+    """W: ``int(warmup_epochs * total / epochs)`` (the release's scaling) or ``round(frac * total)``; at least 1.
+
+    (A full reference run has W = 10 x steps per epoch; W = 0 is possible only for a run capped by
+    ``max_steps``, and the release's scheduler would then keep the lr ~0 for the whole run.)
+    """
+    if optim.warmup_epochs is not None:
+        return max(1, int(optim.warmup_epochs * total_steps / epochs))
+    return max(1, round(total_steps * optim.warmup_frac))
+
+
+def lr_schedule(total_steps: int, optim: OptimConfig, epochs: int):
+    """The lr factor of step ``s`` (``LambdaLR``), by ``optim.warmup_rule``:
+
+    * ``linear``: ``(s + 1) / W`` for ``s < W``, then cosine from the base lr at step W to ``min_lr`` at the
+      last step (:func:`lr_lambda`);
+    * ``from_zero``: pl_bolts' ``LinearWarmupCosineAnnealingLR`` stepped once per step (the release):
+      lr 0 at step 0, ``+ base / (W - 1)`` per step, the base lr at steps W-1 and W, then its chained
+      cosine update down to ``min_lr`` at step ``total`` (W from :func:`warmup_steps`).
+    """
+    warm = warmup_steps(total_steps, optim, epochs)
+    if optim.warmup_rule == "linear":
+        return _linear_cosine(total_steps, warm, optim.lr, optim.min_lr)
+    base, low = optim.lr, optim.min_lr
+    lrs, lr = [], 0.0
+    for step in range(total_steps + 1):
+        if step == 0:
+            lr = 0.0
+        elif step < warm:
+            lr = lr + base / (warm - 1)
+        elif step == warm:
+            lr = base
+        else:
+            span = total_steps - warm
+            lr = (1 + math.cos(math.pi * (step - warm) / span)) / (1 + math.cos(math.pi * (step - warm - 1) / span)) * (
+                lr - low
+            ) + low
+        lrs.append(lr / base)
+
+    def f(step: int) -> float:
+        return lrs[min(step, total_steps)]
+
+    return f
+
+
+def _linear_cosine(total_steps: int, warm: int, base_lr: float, min_lr: float):
     def f(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
@@ -274,6 +405,30 @@ def lr_lambda(total_steps: int, warmup_frac: float, base_lr: float, min_lr: floa
         return lr / base_lr
 
     return f
+
+
+def build_optimizer(model: torch.nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay on every parameter (``decay_all``) or not on norms, biases and tokens."""
+    if optim.decay_all:
+        groups = [{"params": list(model.parameters()), "weight_decay": optim.weight_decay}]
+    else:
+        decay, no_decay = [], []
+        for n_, p in model.named_parameters():
+            (no_decay if p.ndim < 2 or "token" in n_ or "norm" in n_ else decay).append(p)
+        groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas)
+
+
+def steps_in_epoch(videos: int, global_batch: int, drop_last: bool) -> int:
+    """``ceil(videos / global batch)`` (the last batch wraps around to full), or ``floor`` with ``drop_last``."""
+    if not drop_last:
+        return max(1, math.ceil(videos / global_batch))
+    if videos < global_batch:
+        raise ConfigError(
+            f"drop_last: {videos} training videos do not fill one global batch of {global_batch} "
+            "(batch_size x processes); lower batch_size or set drop_last: false"
+        )
+    return videos // global_batch
 
 
 def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -559,27 +714,20 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     model, pcfg = build_probe(cfg, in_channels, out_hw)
     model.to(device)
     try:
-        loss_cfg = LossConfig.from_dict(dict(cfg.loss)) if cfg.loss else LossConfig()
+        loss_cfg = LossConfig.from_dict(dict(cfg.loss))
     except (LossConfigError, TypeError) as e:
         raise ConfigError(f"config field 'loss': {e}") from None
 
     def loss_fn(pred, gt):
         return probe_loss(pred, gt, tuple(out_hw), loss_cfg)
 
-    decay, no_decay = [], []
-    for n_, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "token" in n_ or "norm" in n_ else decay).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.optim.lr,
-        betas=cfg.optim.betas,
-    )
+    opt = build_optimizer(model, cfg.optim)
     global_batch = cfg.batch_size * dist.world
-    steps_per_epoch = max(1, math.ceil(len(train_ds) / global_batch))
+    steps_per_epoch = steps_in_epoch(len(train_ds), global_batch, cfg.drop_last)
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, cfg.optim.warmup_frac, cfg.optim.lr, cfg.optim.min_lr))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(total, cfg.optim, cfg.epochs))
 
     step = 0
     if last is not None:
@@ -612,6 +760,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
                     "in_channels": in_channels,
                     "out_hw": list(out_hw),
                     "probe": asdict(pcfg) if hasattr(pcfg, "__dataclass_fields__") else str(pcfg),
+                    "loss": loss_cfg.to_dict(),
+                    "compat": cfg.compat,
+                    "warmup_steps": warmup_steps(total, cfg.optim, cfg.epochs),
                     "train_videos": len(train_ds),
                     "eval_videos": len(eval_ds) if eval_ds else 0,
                     "steps_per_epoch": steps_per_epoch,
@@ -655,7 +806,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
             raise
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip) if cfg.optim.grad_clip else torch.tensor(0.0)
+        if cfg.optim.grad_clip:
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        else:  # no clipping: the norm is still logged
+            gnorm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
         opt.step()
         sched.step()
         step += 1

@@ -170,6 +170,28 @@ def test_splits_from_set_lists_and_reference(tmp_path):
     assert bad.videos("train") == [] and "set_lists_nope.json" in bad.scan().skipped["cat/*"]
 
 
+def test_frame_level_set_list_is_refused_by_name(tmp_path):
+    """CO3D's set lists are lists of frames, ``[sequence_name, frame_number, image_path]`` per split; the
+    many-view lists (and any frame-level split) put frames of the *same* sequences in "train" and "val"/"test".
+    A split by video cannot follow that; before, every such sequence was dropped from train, leaving it empty."""
+    cl = [generate_clip("orbit", seed=s, num_frames=4, hw=(24, 32)) for s in range(2)]
+    write_co3d(cl, tmp_path, "cat", sequence_names=["s0", "s1"], image_ext="png")
+    rows = [["s0", n, f"cat/s0/images/frame{n:06d}.png"] for n in range(4)]
+    sl = tmp_path / "cat" / "set_lists" / "set_lists_manyview_dev_0.json"
+    sl.parent.mkdir(parents=True, exist_ok=True)
+    sl.write_text(json.dumps({"train": rows[:3], "val": rows[3:], "test": []}))
+    ds = Co3dDataset(tmp_path, subset="manyview_dev_0")
+    with pytest.raises(DatasetError) as ei:
+        ds.videos("train")
+    msg = str(ei.value)
+    assert "set_lists_manyview_dev_0.json" in msg and "'manyview_dev_0'" in msg and "s0" in msg
+    assert "splits frames within sequences" in msg and "subset=None" in msg
+    # disjoint sequences are still fine
+    sl.write_text(json.dumps({"train": rows, "val": [["s1", 0, "cat/s1/images/frame000000.png"]], "test": []}))
+    ok = Co3dDataset(tmp_path, subset="manyview_dev_0")
+    assert ok.videos("train") == ["cat/s0"] and ok.videos("test") == ["cat/s1"]
+
+
 def test_labels_dir_replaces_ground_truth(tmp_path, clips):
     from vidprobe.data.labels import write_labels_from_clip
 

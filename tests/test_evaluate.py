@@ -101,8 +101,13 @@ def test_reference_compat_and_best(run_dir):
     assert (run_dir / "eval_best" / "metrics.json").exists()
     assert (run_dir / "eval_best" / "metrics_test_reference.json").exists()
     assert KEYS <= set(ref.metrics)
-    # dense metrics do not depend on the camera convention; the camera numbers are computed differently
-    assert ref.metrics["point_err"] == pytest.approx(clean.metrics["point_err"])
+    # with every pixel valid the dense definitions agree (up to the release's +1e-6 in Point Err's denominator);
+    # the camera numbers are computed differently
+    assert ref.metrics["point_err"] == pytest.approx(clean.metrics["point_err"], rel=1e-5)
+    assert ref.metrics["depth_err"] == pytest.approx(clean.metrics["depth_err"], rel=1e-9)
+    doc = json.loads((run_dir / "eval_best" / "metrics_test_reference.json").read_text())
+    assert doc["metric_settings"]["mode"] == "reference" and doc["metric_settings"]["pixel_set"] == "all"
+    assert doc["metrics"]["failed_clips"] == 0 and doc["failed_clips"] == {}
     assert any(ref.metrics[k] != clean.metrics[k] for k in ("auc_30", "auc_15", "rta_15", "rra_15", "auc_10"))
 
 
@@ -139,3 +144,80 @@ def test_evaluate_cli_both(run_dir, tmp_path):
     assert r.exit_code == 2 and "not a run directory" in r.output
     r = CliRunner().invoke(app, ["evaluate", "--help"])
     assert r.exit_code == 0 and "--compat" in r.output
+
+
+def test_compat_defaults_to_the_runs_own(run_dir, monkeypatch):
+    # TrainConfig.compat ("clean" | "reference") decides the default; --compat overrides it
+    import vidprobe.probe.evaluate as ev
+
+    real = ev._load_run
+
+    def as_reference(d):
+        cfg, info = real(d)
+        cfg.compat = "reference"
+        return cfg, info
+
+    monkeypatch.setattr(ev, "_load_run", as_reference)
+    res = evaluate_run(run_dir, which="last", save_clips=0, progress=False, n_resamples=50)
+    assert res.compat == "reference" and res.metrics_file.name == "metrics.json"
+    assert json.loads(res.metrics_file.read_text())["metric_settings"]["camera_pairs"] == "release"
+    over = evaluate_run(run_dir, which="last", compat="clean", save_clips=0, progress=False, n_resamples=50)
+    assert over.compat == "clean" and over.metrics_file.name == "metrics_test_clean.json"
+
+
+@pytest.fixture()
+def diverged_run(run_dir, tmp_path):
+    """A copy of the run whose last checkpoint has NaN weights: every prediction is NaN."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from vidprobe.probe.train import find_checkpoint
+
+    out = tmp_path / "diverged"
+    shutil.copytree(run_dir, out)
+    ckpt = find_checkpoint(out, "last") / "model.safetensors"
+    sd = load_file(str(ckpt))
+    save_file({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in sd.items()}, str(ckpt))
+    return out
+
+
+def test_diverged_probe_counts_failed_clips_and_never_scores_better(diverged_run, tmp_path):
+    db = tmp_path / "r.db"
+    res = evaluate_run(diverged_run, which="last", db_path=db, save_clips=1, progress=False, n_resamples=50)
+    n = int(res.metrics["num_clips"])
+    assert n >= 3 and res.metrics["failed_clips"] == n and len(res.failed_clips) == n
+    assert res.metrics["failed_points"] == n and res.metrics["failed_depth"] == n and res.metrics["failed_camera"] == n
+    for k in ("point_err", "point_err_unweighted", "depth_err", "abs_rel", "rmse"):
+        assert res.metrics[k] == math.inf, k  # no finite error is claimed
+    for k in ("delta_1_25", "auc_3", "auc_30", "rra_5", "rta_15"):
+        assert res.metrics[k] == 0.0, k
+    assert not any(k.startswith("skipped_") for k in res.metrics)  # nothing silently dropped
+    doc = json.loads(res.metrics_file.read_text())
+    assert doc["metrics"]["failed_clips"] == n and sorted(doc["failed_clips"]) == sorted(res.failed_clips)
+    assert set(next(iter(doc["failed_clips"].values()))) == {"points", "depth", "camera"}
+    assert all(c["failed"] == 1.0 for c in doc["per_clip"])
+    from vidprobe.results import ResultsDB
+
+    with ResultsDB(db) as rdb:
+        m = rdb.get_metrics(res.run_id, split="test")
+        assert m["failed_clips"] == n and m["failed_points"] == n
+        assert rdb.get_run(res.run_id)["config"]["eval"]["failed_clips"] == res.failed_clips
+    # reference mode: the release's numbers, still with the count
+    ref = evaluate_run(diverged_run, which="last", compat="reference", save_clips=0, progress=False, n_resamples=50)
+    assert ref.metrics["failed_clips"] == n and math.isnan(ref.metrics["point_err"])
+    assert ref.metrics["auc_30"] == 0.0
+
+
+def test_evaluate_cli_exits_1_on_failed_clips(diverged_run):
+    from typer.testing import CliRunner
+
+    from vidprobe.cli import _load, app
+
+    _load()
+    r = CliRunner().invoke(app, ["evaluate", str(diverged_run), "--save-clips", "0", "--no-progress"])
+    assert r.exit_code == 1 and "failed clips" in r.output and "NaN/Inf" in r.output
+    r = CliRunner().invoke(app, ["evaluate", str(diverged_run), "--save-clips", "0", "--no-progress",
+                                 "--allow-failed-clips", "--compat", "reference"])
+    assert r.exit_code == 0, r.output
+    assert "reference" in r.output

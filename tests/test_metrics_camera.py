@@ -64,8 +64,10 @@ def test_pair_indices_order():
 @pytest.mark.parametrize("compat", ["clean", "reference"])
 def test_hand_worked_three_frames(compat):
     r, t = relative_pose_errors(PRED3, GT3, compat)
-    assert torch.allclose(r, torch.tensor([0.0, 10.0, 10.0], dtype=D), atol=1e-6)
-    assert torch.allclose(t, torch.tensor([45.0, 0.0, ANG_12], dtype=D), atol=1e-6)
+    # reference: the release's clamps at 1e-15 floor both angles at ~4e-6 degrees
+    tol = 1e-6 if compat == "clean" else 1e-5
+    assert torch.allclose(r, torch.tensor([0.0, 10.0, 10.0], dtype=D), atol=tol)
+    assert torch.allclose(t, torch.tensor([45.0, 0.0, ANG_12], dtype=D), atol=tol)
 
 
 def test_rra_rta_on_hand_example():
@@ -101,7 +103,7 @@ def test_world_change_clean_invariant_reference_not():
     assert expected[1] > 40  # 10 degrees became ~41 degrees: not gauge invariant
     # anchoring the moved prediction at frame 0 again restores the reference numbers
     r_a, t_a = relative_pose_errors(rebase_to_first(moved)[0], GT3, "reference")
-    assert torch.allclose(t_a, torch.tensor([45.0, 0.0, ANG_12], dtype=D), atol=1e-6)
+    assert torch.allclose(t_a, torch.tensor([45.0, 0.0, ANG_12], dtype=D), atol=1e-5)  # 4e-6 floor, see above
 
 
 def test_clean_invariant_to_random_rigid_and_similarity_world_change():
@@ -196,6 +198,13 @@ def test_reference_per_batch_average_matters_only_for_unequal_clip_lengths():
         assert vals[0][k] == pytest.approx(vals[1][k]) == pytest.approx(vals[2][k])
 
 
+def _release_angle(a, b, eps=1e-15):
+    """The release's rule written out: u = t / (|t| + eps), arccos(sqrt(1 - max(1 - (u.v)^2, eps))), degrees."""
+    u = np.asarray(a, dtype=np.float64) / (np.linalg.norm(a) + eps)
+    v = np.asarray(b, dtype=np.float64) / (np.linalg.norm(b) + eps)
+    return math.degrees(math.acos(math.sqrt(1 - max(1 - float(u @ v) ** 2, eps))))
+
+
 def test_translation_sign_folding_and_degenerate():
     t = torch.tensor([[1.0, 2.0, 3.0]], dtype=D)
     assert translation_error_deg(-t, t).item() == pytest.approx(0.0, abs=1e-6)
@@ -205,14 +214,70 @@ def test_translation_sign_folding_and_degenerate():
     x = torch.tensor([1.0, 0, 0], dtype=D)
     assert translation_error_deg(z, z).item() == 0.0
     assert translation_error_deg(z, x).item() == 90.0 and translation_error_deg(x, z).item() == 90.0
-    assert translation_error_deg(z, z, degenerate="reference").item() == 90.0
-    # a clip of pure rotations (all camera centres at the origin): finite metrics, no NaN
+    assert translation_error_deg(z, z, rule="reference").item() == 90.0  # u = 0: arccos(0)
+    with pytest.raises(ValueError, match="rule"):
+        translation_error_deg(x, x, rule="vggt")
+    # a pure rotation clip (all camera centres at the origin): finite metrics, no NaN
     gt = torch.stack([_ext(torch.eye(3, dtype=D), [0, 0, 0]), _ext(_rz(20), [0, 0, 0]), _ext(_rz(40), [0, 0, 0])])
     for compat in ("clean", "reference"):
         m = camera_metrics(gt.clone(), gt, compat)
         assert all(math.isfinite(v) for v in m.values())
     assert camera_metrics(gt.clone(), gt)["auc_30"] == pytest.approx(1.0)
-    assert camera_metrics(gt.clone(), gt, "reference")["auc_30"] == 0.0  # the release's 90-degree convention
+    assert camera_metrics(gt.clone(), gt, "reference")["auc_30"] == 0.0  # the release's 90 degrees for t = 0
+
+
+@pytest.mark.parametrize("norm", [1e-12, 1e-10, 3e-14])
+def test_reference_tiny_translation_follows_release_normalisation(norm):
+    # the release normalises t / (|t| + 1e-15) with no threshold: a translation of norm 1e-12 is shortened to
+    # 0.999 of a unit vector, not declared degenerate (vidprobe's clean rule: below 1e-9 -> 90 degrees); the
+    # expected values are the release's formula evaluated by hand (_release_angle); the eps bends the angle
+    # (parallel vectors: 2.6 degrees at 1e-12, 14.6 at 3e-14)
+    tp = norm * np.array([1.0, 0.0, 0.0])
+    tg = np.array([1.0, 1.0, 0.0])
+    got = translation_error_deg(torch.tensor(tp, dtype=D), torch.tensor(tg, dtype=D), rule="reference").item()
+    assert got == pytest.approx(_release_angle(tp, tg), abs=1e-9)
+    assert got < 60  # not the 90 degrees of a degenerate translation
+    assert translation_error_deg(torch.tensor(tp, dtype=D), torch.tensor(tg, dtype=D)).item() == 90.0
+    # through the pair errors: GT frame 1 at `norm` along x, prediction along x too
+    gt = torch.stack([_ext(torch.eye(3, dtype=D), [0, 0, 0]), _ext(torch.eye(3, dtype=D), (-tp).tolist())])
+    pred = torch.stack([gt[0], _ext(torch.eye(3, dtype=D), [-1.0, 0, 0])])
+    _, t_ref = relative_pose_errors(pred, gt, "reference")
+    assert t_ref.item() == pytest.approx(_release_angle([1.0, 0, 0], tp), abs=1e-9) and 0 < t_ref.item() < 20
+    _, t_clean = relative_pose_errors(pred, gt, "clean")
+    assert t_clean.item() == 90.0
+
+
+def test_nonfinite_predicted_cameras_fail():
+    gt = _random_clip(4, 7)
+    pred = gt.clone()
+    pred[1, 2, 3] = float("nan")  # t_1 of frame 1
+    # clean: the whole clip fails, every pair of it, both errors
+    r, t = relative_pose_errors(pred, gt, "clean")
+    assert torch.isinf(r).all() and torch.isinf(t).all()
+    m = camera_metrics(pred, gt)
+    assert all(m[k] == 0.0 for k in m)
+    # reference, pair by pair (release's inv(P_i) P_j as a 4x4 product): pairs (0,1) (0,2) (0,3) (1,2) (1,3) (2,3);
+    # rotation fails if R_i, t_i or R_j is bad -> pairs with i = 1; translation if R_i, t_i or t_j -> i = 1 or j = 1
+    r, t = relative_pose_errors(pred, gt, "reference")
+    assert torch.isinf(r).tolist() == [False, False, False, True, True, False]
+    assert torch.isinf(t).tolist() == [True, False, False, True, True, False]
+    assert torch.allclose(r[~torch.isinf(r)], torch.zeros(4, dtype=D), atol=1e-5)  # the rest is exact
+    bad_R = gt.clone()
+    bad_R[2, 0, 0] = float("inf")  # R_2
+    r, t = relative_pose_errors(bad_R, gt, "reference")
+    assert torch.isinf(r).tolist() == [False, True, False, True, False, True]
+    assert torch.isinf(t).tolist() == [False, False, False, False, False, True]
+    # every failed pair is a failure in the release's histogram, RRA and RTA: 3 of 6 pairs bad
+    mr = camera_metrics(bad_R, gt, "reference")
+    assert mr["rra_5"] == pytest.approx(0.5) and mr["rta_5"] == pytest.approx(5 / 6)
+    assert mr["auc_30"] == pytest.approx(0.5, abs=1e-3)  # the 3 good pairs sit in bin 0 (floor 4e-6 degrees)
+    # the accumulators count the failed clip
+    for compat in ("clean", "reference"):
+        acc = CameraMetricAccumulator(compat)
+        acc.update(torch.stack([gt, pred]), torch.stack([gt, gt]))
+        out = acc.compute()
+        assert out["failed_camera"] == 1.0 and acc.failed() == [False, True]
+        assert out["auc_30"] <= 0.75
 
 
 def test_accumulator_batched_and_per_clip():
@@ -241,9 +306,29 @@ def test_bad_input_raises():
         camera_metrics(gt[..., :3], gt)
     bad = gt.clone()
     bad[0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="NaN"):
-        camera_metrics(bad, gt)
+    with pytest.raises(ValueError, match="gt_ext contains NaN"):
+        camera_metrics(gt, bad)  # a non-finite ground truth is a data error; a non-finite prediction a failure
+    assert camera_metrics(bad, gt)["auc_30"] == 0.0
     with pytest.raises(ValueError, match="differ"):
         camera_metrics(gt[:3], gt)
     with pytest.raises(ValueError, match="no clips"):
         CameraMetricAccumulator().compute()
+
+
+def test_release_quaternion_angle_equals_geodesic_on_exact_rotations():
+    from vidprobe.metrics.camera import rotation_error_deg
+
+    g = torch.Generator().manual_seed(3)
+    A = roma.random_rotmat(20, dtype=D, generator=g)
+    B = roma.random_rotmat(20, dtype=D, generator=g)
+    geo = rotation_error_deg(A, B)
+    quat = rotation_error_deg(A, B, rule="release_quaternion")
+    assert torch.allclose(geo, quat, atol=1e-6)  # the same angle for orthonormal matrices (floor 4e-6 deg)
+    assert rotation_error_deg(_rz(10), torch.eye(3, dtype=D), rule="release_quaternion").item() == pytest.approx(10.0)
+    # rotations decoded in float32 are slightly off orthonormal: near zero the two formulas part by ~1e-3 deg,
+    # which is why reference mode uses the release's (tests/test_parity_metrics.py compares pair by pair)
+    R = (roma.rotvec_to_rotmat(torch.tensor([0.004, 0.0, 0.0], dtype=D)) + 3e-7 * torch.randn(3, 3, generator=g, dtype=D))
+    d = (rotation_error_deg(R, torch.eye(3, dtype=D)) - rotation_error_deg(R, torch.eye(3, dtype=D), "release_quaternion"))
+    assert d.abs().item() > 1e-5
+    with pytest.raises(ValueError, match="rule"):
+        rotation_error_deg(A, B, rule="trace")

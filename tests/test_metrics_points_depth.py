@@ -259,3 +259,159 @@ def test_t_interval_over_seeds_hand_computed():
     assert ci.estimate == 2.0
     assert ci.low == pytest.approx(2 - half) and ci.high == pytest.approx(2 + half)
     assert math.isnan(mean_ci_t([1.0]).low)
+
+
+# ---- reference mode, named settings and failed clips ---------------------------------------------------------
+
+
+def test_metric_settings_name_every_difference():
+    from dataclasses import fields
+
+    from vidprobe.metrics.modes import CLEAN, REFERENCE, MetricSettings, resolve_settings, settings_table
+
+    names = [f.name for f in fields(MetricSettings) if f.name != "mode"]
+    table = settings_table()
+    assert [r["setting"] for r in table] == [f"metrics.{n}" for n in names] and all(r["doc"] for r in table)
+    assert all(getattr(CLEAN, n) != getattr(REFERENCE, n) for n in names)  # each one is a real difference
+    assert resolve_settings("reference") is REFERENCE and resolve_settings(CLEAN) is CLEAN
+    custom = CLEAN.with_(depth_term_clamp=100.0)
+    assert custom.mode == "custom" and custom.depth_term_clamp == 100.0 and CLEAN.depth_term_clamp is None
+    with pytest.raises(ValueError, match="compat"):
+        resolve_settings("vggt")
+    with pytest.raises(ValueError, match="pixel_set"):
+        CLEAN.with_(pixel_set="some")
+
+
+def test_depth_err_reference_every_pixel_and_release_clamps():
+    # pixel (0,1,1) is a hole: vidprobe hands it over with depth 0 and confidence 0
+    pred = torch.tensor([[[1.0, 2.0], [3.0, 400.0]]], dtype=D)
+    gt = torch.ones(1, 2, 2, dtype=D)
+    conf = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]], dtype=D)
+    valid = torch.tensor([[[True, True], [True, False]]])
+    # valid terms |e| c: 0, 2, 6 -> 8. Clean divides by the 3 valid pixels, reference by all 4 (the hole adds 0)
+    assert depth_error_reference(pred, gt, conf, valid).item() == pytest.approx(8 / 3)
+    assert depth_error_reference(pred, gt, conf, valid, compat="reference").item() == pytest.approx(8 / 4)
+    # the release's two clamps: e = min(|d - g|, 100), then min(e c, 100); NaN and Inf terms -> 0
+    pred2 = torch.tensor([[[151.0, 61.0], [float("nan"), float("inf")]]], dtype=D)  # |e| = 150, 60, nan, inf
+    conf2 = torch.tensor([[[0.5, 2.0], [3.0, 4.0]]], dtype=D)
+    # (0,0): min(150,100) * 0.5 = 50 (one clamp on the product alone would give 75); (0,1): min(60*2, 100) = 100
+    ref = depth_error_reference(pred2, gt, conf2, compat="reference").item()
+    assert ref == pytest.approx((50 + 100 + 0 + 0) / 4)
+    # clean: a NaN/Inf anywhere in the predicted depth fails the clip
+    assert depth_error_reference(pred2, gt, conf2).item() == math.inf
+
+
+def test_point_err_reference_threshold_over_all_pixels_and_eps():
+    # 12 pixels, 6 valid with confidences 1..6, 6 holes (confidence 0 for the metric)
+    g = torch.Generator().manual_seed(4)
+    gt = torch.randn(1, 1, 12, 3, generator=g, dtype=D)
+    conf = torch.tensor([1.0, 2, 3, 4, 5, 6, 9, 9, 9, 9, 9, 9], dtype=D).reshape(1, 1, 12)
+    valid = torch.tensor([True] * 6 + [False] * 6).reshape(1, 1, 12)
+    sim = _random_sim3(3)
+    inv = Sim3(1 / sim.scale, sim.rotation.T, -(sim.rotation.T @ sim.translation) / sim.scale)
+    pred = _apply(inv, gt)
+    # clean: 75th percentile of the valid 1..6 = 4.75 -> fit {5, 6}: 2 pixels < 3 -> identity
+    clean = point_errors(pred, gt, conf, valid)
+    e = (pred - gt).norm(dim=-1)[0, 0, :6]
+    c = conf[0, 0, :6]
+    assert clean.point_err.item() == pytest.approx(float((c * e).sum() / c.sum()), rel=1e-12)
+    # reference: over all 12 (holes at 0): sorted 0 x6, 1..6 -> position 8.25 -> 3.25 -> fit {4, 5, 6}: exact fit
+    ref = point_errors(pred, gt, conf, valid, compat="reference")
+    assert ref.point_err.item() < 1e-9 and (ref.aligned[0, 0, :6] - gt[0, 0, :6]).norm(dim=-1).max() < 1e-9
+    # the weighted mean's denominator is sum(c) + 1e-6 in reference mode (no alignment: 2x2, one fit pixel)
+    gt2 = torch.zeros(1, 2, 2, 3, dtype=D)
+    pred2 = gt2.clone()
+    pred2[0, 0, 0, 0] = 1.0
+    pred2[0, 1, 1, 1] = 2.0
+    conf2 = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]], dtype=D)
+    assert point_errors(pred2, gt2, conf2, compat="reference").point_err.item() == pytest.approx(9 / (10 + 1e-6), rel=1e-12)
+    assert point_errors(pred2, gt2, conf2).point_err.item() == pytest.approx(9 / 10, rel=1e-12)
+
+
+def test_reference_fit_threshold_rounds_to_float32():
+    from vidprobe.metrics.points import top_confidence_mask_reference
+
+    a = 1.0
+    b = float(np.nextafter(np.float32(1.0), np.float32(2.0)))  # the next float32 after 1
+    conf = torch.tensor([0.5, 0.6, a, b], dtype=D).reshape(1, 1, 4)
+    # 75th percentile: position 2.25 -> a + 0.25 (b - a): above a in float64, rounds to a in float32
+    assert top_confidence_mask(conf).reshape(-1).tolist() == [False, False, False, True]
+    assert top_confidence_mask_reference(conf).reshape(-1).tolist() == [False, False, True, True]
+
+
+def test_failed_clips_points_and_depth():
+    gt, conf, g = _scene(S=2, H=4, W=5, seed=11)
+    pred = gt + 0.1 * torch.randn(gt.shape, generator=g, dtype=D)
+    valid = torch.ones(conf.shape, dtype=torch.bool)
+    valid[0, 0, 0] = False
+    bad = pred.clone()
+    bad[0, 0, 0, 1] = float("nan")  # one NaN at an *invalid* pixel still fails the clip
+    pe = point_errors(torch.stack([pred, bad]), torch.stack([gt, gt]), torch.stack([conf, conf]),
+                      torch.stack([valid, valid]))
+    assert pe.failed.tolist() == [False, True]
+    assert math.isfinite(pe.point_err[0].item()) and pe.point_err[1].item() == math.inf
+    assert pe.point_err_unweighted[1].item() == math.inf
+    ref = point_errors(bad, gt, conf, valid, compat="reference")
+    assert math.isnan(ref.point_err.item()) and ref.point_err_unweighted.item() == math.inf  # the release: NaN
+    assert chamfer_metrics(bad, gt, valid)["chamfer"].item() == math.inf
+    depth = 1 + gt[..., 2].abs()
+    pd = depth * 1.1
+    pd_bad = pd.clone()
+    pd_bad[1, 2, 3] = float("inf")
+    m = depth_metrics(torch.stack([pd, pd_bad]), torch.stack([depth, depth]), None, torch.stack([conf, conf]))
+    assert m["delta_1_25"].tolist() == [1.0, 0.0]
+    assert m["abs_rel"][1].item() == math.inf and m["rmse"][1].item() == math.inf
+    assert m["depth_err"][1].item() == math.inf
+    # reference keeps the release's Depth Err: the Inf term counts 0
+    mr = depth_metrics(pd_bad, depth, None, conf, compat="reference")
+    e = ((pd - depth).abs() * conf)
+    e[1, 2, 3] = 0.0
+    assert mr["depth_err"].item() == pytest.approx(e.mean().item(), rel=1e-12)
+
+
+def test_metric_accumulator_failed_clip_is_counted_and_never_flatters():
+    g = torch.Generator().manual_seed(2)
+    B, S, H, W = 3, 4, 5, 6
+    gt_pts = torch.randn(B, S, H, W, 3, generator=g)
+    conf = 1 + torch.rand(B, S, H, W, generator=g)
+    gt_depth = 1 + torch.rand(B, S, H, W, generator=g)
+    R = roma.random_rotmat(B * S, generator=g).reshape(B, S, 3, 3)
+    ext = torch.cat([R, torch.randn(B, S, 3, 1, generator=g)], -1)
+    pred_pts = gt_pts + 0.05 * torch.randn(gt_pts.shape, generator=g)
+    pred_depth = gt_depth * 1.05
+    pred_ext = ext.clone()
+    # clip 2 diverged: NaN everywhere
+    pred_pts[2] = float("nan")
+    pred_depth[2] = float("nan")
+    pred_ext[2] = float("nan")
+    args = (pred_pts, gt_pts, conf, None, pred_depth, gt_depth, pred_ext, ext, ["a", "b", "c"])
+    clean = MetricAccumulator()
+    clean.update(*args)
+    out = clean.compute()
+    assert out["failed_clips"] == 1 and out["failed_points"] == 1 and out["failed_depth"] == 1
+    assert out["failed_camera"] == 1 and out["num_clips"] == 3
+    assert out["point_err"] == math.inf and out["depth_err"] == math.inf and out["abs_rel"] == math.inf
+    assert out["delta_1_25"] == pytest.approx(2 / 3)  # 1, 1, 0
+    assert out["auc_30"] == pytest.approx(2 / 3) and out["rra_5"] == pytest.approx(2 / 3)
+    assert not any(k.startswith("skipped_") for k in out)
+    assert clean.failed_clips() == {"c": ["camera", "depth", "points"]}
+    assert [m["failed"] for _, m in clean.per_clip()] == [0.0, 0.0, 1.0]
+    ci = clean.intervals(n_resamples=200)
+    assert ci["point_err"].high == math.inf and ci["point_err"].dropped == 0
+    # the two good clips alone score better: the failure is not hidden
+    good = MetricAccumulator()
+    good.update(*(x[:2] if isinstance(x, torch.Tensor) else x for x in args[:-1]))
+    assert good.compute()["delta_1_25"] > out["delta_1_25"]
+    # reference: the release's numbers (Point Err NaN, Depth Err with the NaN terms at 0), still counted
+    ref = MetricAccumulator("reference")
+    ref.update(*args)
+    r = ref.compute()
+    assert math.isnan(r["point_err"]) and r["failed_clips"] == 1
+    assert math.isfinite(r["depth_err"]) and r["depth_err"] < out["depth_err"]
+    assert math.isnan(ref.intervals(n_resamples=50)["point_err"].low)
+
+
+def test_bootstrap_keep_inf():
+    ci = bootstrap_ci([1.0, 2.0, 3.0, math.inf, math.nan], n_resamples=500, keep_inf=True)
+    assert ci.estimate == math.inf and ci.high == math.inf and ci.n == 4 and ci.dropped == 1
+    assert 1.0 <= ci.low < 3.0  # resamples without the failed clip exist

@@ -242,9 +242,11 @@ class Co3dDataset(VideoDataset):
 
     Splits: with ``subset`` (e.g. ``"fewview_dev"``) from
     ``<category>/set_lists/set_lists_<subset>.json`` -- a sequence is ``test``
-    if it appears in the ``test`` or ``val`` lists, ``train`` otherwise when it
-    appears in ``train``. Without ``subset``, the reference split: all video ids
-    shuffled with ``seed`` and ``test_fraction`` held out (:func:`split_videos`).
+    if it appears in the ``test`` or ``val`` lists, ``train`` when it appears in
+    ``train``. A set list naming the same sequence on both sides (a split of
+    frames within sequences) cannot give a split by video: a ``DatasetError``
+    names the set list file. Without ``subset``, the reference split: all video
+    ids shuffled with ``seed`` and ``test_fraction`` held out (:func:`split_videos`).
 
     With ``labels_dir`` the geometry comes from
     ``<labels_dir>/<category>/<sequence>.safetensors`` (rows matched by frame id).
@@ -351,6 +353,8 @@ class Co3dDataset(VideoDataset):
             if f"{cat}/*" in self.problems:
                 continue
             path = self.root / cat / "set_lists" / f"set_lists_{self.subset}.json"
+            cat_train: set[str] = set()
+            cat_test: set[str] = set()
             try:
                 data = read_json(path)
                 if not isinstance(data, Mapping):
@@ -362,10 +366,23 @@ class Co3dDataset(VideoDataset):
                     for j, row in enumerate(rows):
                         if not isinstance(row, (list, tuple)) or not row or not isinstance(row[0], str):
                             raise DatasetError(f"{path}: field '{key}[{j}]': expected [sequence_name, frame_number, path]")
-                        (train if key == "train" else test).add(f"{cat}/{row[0]}")
+                        (cat_train if key == "train" else cat_test).add(f"{cat}/{row[0]}")
             except DatasetError as e:
                 self.problems[f"{cat}/*"] = str(e)
                 log.warning("skipping category %s: %s", cat, e)
+                continue
+            both = sorted(cat_train & cat_test)
+            if both:
+                # a frame-level split (CO3D's few-/many-view lists hold frames of the same sequences on both
+                # sides); a split by video cannot follow it, and dropping those sequences from train would
+                # empty it silently
+                raise DatasetError(
+                    f"{path}: set list '{self.subset}' puts {len(both)} of {len(cat_train)} 'train' sequence(s) also "
+                    f"in 'val'/'test' (e.g. {', '.join(s.split('/', 1)[1] for s in both[:3])}): it splits frames "
+                    f"within sequences, while vidprobe splits by video. Use subset=None (the reference 9:1 split "
+                    f"by video, seed {self.seed}) or a set list whose train and test sequences are disjoint")
+            train |= cat_train
+            test |= cat_test
         known = set(ids)
         return {
             "train": sorted((train - test) & known),

@@ -6,19 +6,45 @@ Layout (DL3DV-ALL-960P; scene folders may sit one level down, e.g. ``1K/<hash>``
     <root>/<scene>/transforms.json                   nerfstudio cameras (full resolution)
     <root>/<scene>/colmap/sparse/0/{cameras,images,points3D}.{bin,txt}   optional
 
-``transforms.json`` (nerfstudio): ``w, h, fl_x, fl_y, cx, cy`` (and distortion
-``k1, k2, k3, k4, p1, p2``) at the top level or per frame, ``camera_model``
-(``OPENCV`` ...), ``frames[i].file_path`` (``images/frame_00001.png``: the
-*full resolution* folder) and ``frames[i].transform_matrix``: camera->world, in
-the OpenGL camera convention (x right, y up, z back), in a world that
-nerfstudio obtained from COLMAP's by ``applied_transform`` (a 3x4 row
-permutation/sign matrix): ``transform_matrix = [applied_transform; 0 0 0 1] @ c2w_gl``.
+``transforms.json`` (nerfstudio): ``w, h, fl_x, fl_y, cx, cy`` and distortion
+(``k1, k2, k3, k4, p1, p2`` or a list ``distortion_params``) at the top level or
+per frame, ``camera_model`` (``OPENCV`` ...), ``frames[i].file_path``
+(``images/frame_00001.png``: the *full resolution* folder) and
+``frames[i].transform_matrix``: camera->world, in the OpenGL camera convention
+(x right, y up, z back), in a world that nerfstudio obtained from COLMAP's by
+``applied_transform`` (a 3x4 row permutation/sign matrix):
+``transform_matrix = [applied_transform; 0 0 0 1] @ c2w_gl``.
+
+Read by nerfstudio's own rules (``nerfstudio/data/dataparsers/nerfstudio_dataparser.py``
+at 50e0e3c; the tests cite the lines):
+
+* intrinsics and size: a key present at the top level is used for every
+  frame (``fx_fixed = "fl_x" in meta`` ...); per-frame values are read only
+  for keys absent at the top level;
+* distortion: fixed for the scene when any of ``k1, k2, k3, p1, p2,
+  distortion_params`` is at the top level (``k4`` alone does not count), else
+  per frame; ``distortion_params`` (6 numbers ``[k1, k2, k3, k4, p1, p2]``,
+  nerfstudio's ``get_distortion_params`` order) wins over the named keys, and
+  missing named keys are 0. All six go to ``clip.meta["distortion"]`` (by
+  name) and ``clip.meta["distortion_params"]`` (the list);
+* ``camera_model``: nerfstudio reads it from the top level only (absent:
+  perspective). vidprobe does the same when it is there; when it is absent it
+  checks each frame's ``camera_model`` instead and refuses non-perspective
+  ones (nerfstudio would silently treat them as pinhole);
+* ``applied_transform``: when the key is absent and the scene has a
+  ``colmap/sparse/0`` model, nerfstudio takes the transform the older
+  ``ns-process-data`` applied before it wrote the key,
+  ``[[0,1,0,0],[1,0,0,0],[0,0,-1,0]]``; absent and no model: none (identity),
+  and the cameras cannot be brought to the COLMAP world.
 
 Conversions done here (exact):
 
 * the world: with ``world="colmap"`` (default) the applied transform is undone,
   so cameras live in the COLMAP world (the one of ``points3D``); with
-  ``world="transforms"`` the nerfstudio world is kept;
+  ``world="transforms"`` the nerfstudio world is kept. ``clip.meta["world"]``
+  says which world the cameras are in (``"transforms"`` when no transform to
+  COLMAP is known) and ``clip.meta["applied_transform"]`` where the transform
+  came from (``"file"``, ``"nerfstudio_colmap_default"`` or ``"none"``);
 * OpenGL -> OpenCV: negate the camera's y and z axes (columns 1, 2 of the
   rotation of camera->world), then invert to world->camera;
 * intrinsics: nerfstudio/COLMAP put pixel corners on integers (the centre of
@@ -71,12 +97,15 @@ __all__ = [
     "Dl3dvDataset",
     "write_dl3dv",
     "NERFSTUDIO_APPLIED_TRANSFORM",
+    "NERFSTUDIO_LEGACY_TRANSFORM",
 ]
 
 PIXEL_CENTER = 0.5
 _GL_TO_CV = np.diag([1.0, -1.0, -1.0])
 #: what nerfstudio's ``colmap_to_json`` writes as ``applied_transform`` (rows [0, 2, 1], last row negated)
 NERFSTUDIO_APPLIED_TRANSFORM = np.array([[1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, -1.0, 0, 0]])
+#: what nerfstudio's dataparser assumes when ``applied_transform`` is absent and ``colmap/sparse/0`` exists
+NERFSTUDIO_LEGACY_TRANSFORM = np.array([[0.0, 1, 0, 0], [1, 0, 0, 0], [0, 0, -1, 0]])
 
 # COLMAP camera models: id -> (name, number of params)
 COLMAP_MODELS: dict[int, tuple[str, int]] = {
@@ -95,7 +124,8 @@ COLMAP_MODELS: dict[int, tuple[str, int]] = {
 _MODEL_IDS = {name: i for i, (name, _) in COLMAP_MODELS.items()}
 #: perspective models we accept (the distortion terms go to meta, the pinhole part is used)
 PERSPECTIVE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV")
-_DIST_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
+_DIST_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")  # nerfstudio's distortion_params order
+_DIST_FIXED_KEYS = ("k1", "k2", "k3", "p1", "p2", "distortion_params")  # top-level keys that fix it (no k4)
 
 
 # ----------------------------------------------------------------------------- COLMAP
@@ -298,6 +328,8 @@ class Dl3dvFrame:
     camera_model: str
     distortion: dict[str, float] = field(default_factory=dict)
     where: str = ""
+    world: str = "colmap"  # the world of ``extrinsics``: "colmap" or "transforms"
+    applied_transform: str = "file"  # where the undone transform came from: file | nerfstudio_colmap_default | none
 
 
 def _natural_key(s: str):
@@ -319,6 +351,34 @@ def _c2w_gl_to_w2c_cv(c2w: np.ndarray) -> np.ndarray:
     return np.concatenate([R.T, (-R.T @ t)[:, None]], 1)
 
 
+def _number(v: Any, where: str, fld: str) -> float:
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        raise DatasetError(f"{where}: field '{fld}': expected a finite number, got {v!r}")
+    return float(v)
+
+
+def _distortion(obj: Mapping[str, Any], where: str, prefix: str) -> dict[str, float]:
+    """``{k1, k2, k3, k4, p1, p2}`` of one scope: ``distortion_params`` if present, else the named keys (0 if absent)."""
+    if "distortion_params" in obj:
+        vals = finite_floats(obj["distortion_params"], (6,), where, f"{prefix}distortion_params")
+        return dict(zip(_DIST_KEYS, (float(v) for v in vals)))
+    return {k: _number(obj[k], where, f"{prefix}{k}") if k in obj else 0.0 for k in _DIST_KEYS}
+
+
+def _applied_transform(data: Mapping[str, Any], path: Path, where: str) -> tuple[np.ndarray, str]:
+    """The 4x4 ``applied_transform`` nerfstudio would use, and where it came from."""
+    A = np.eye(4)
+    if "applied_transform" in data:
+        A[:3] = finite_floats(data["applied_transform"], (3, 4), where, "applied_transform")
+        if abs(np.linalg.det(A)) < 1e-9:
+            raise DatasetError(f"{where}: field 'applied_transform': not invertible")
+        return A, "file"
+    if (path.parent / "colmap" / "sparse" / "0").exists():
+        A[:3] = NERFSTUDIO_LEGACY_TRANSFORM
+        return A, "nerfstudio_colmap_default"
+    return A, "none"
+
+
 def read_transforms(path: str | Path, image_dir: str = "images_4", world: str = "colmap") -> list[Dl3dvFrame]:
     """Parse a nerfstudio ``transforms.json`` into frames sorted by file name (see the module docstring)."""
     path = Path(path)
@@ -331,43 +391,37 @@ def read_transforms(path: str | Path, image_dir: str = "images_4", world: str = 
     frames = get_field(data, "frames", where, list)
     if not frames:
         raise DatasetError(f"{where}: field 'frames': empty")
-    A = np.eye(4)
-    if data.get("applied_transform") is not None:
-        A[:3] = finite_floats(data["applied_transform"], (3, 4), where, "applied_transform")
-        if abs(np.linalg.det(A)) < 1e-9:
-            raise DatasetError(f"{where}: field 'applied_transform': not invertible")
-    A_inv = np.linalg.inv(A) if world == "colmap" else np.eye(4)
+    A, source = _applied_transform(data, path, where)
+    to_colmap = world == "colmap" and source != "none"
+    A_inv = np.linalg.inv(A) if to_colmap else np.eye(4)
+    frame_world = "colmap" if to_colmap else "transforms"
+    model = data.get("camera_model")
+    scene_dist = _distortion(data, where, "") if any(k in data for k in _DIST_FIXED_KEYS) else None
     out = []
     for i, fr in enumerate(frames):
         fw = f"{where}: frames[{i}]"
         if not isinstance(fr, Mapping):
             raise DatasetError(f"{fw}: expected an object, got {type(fr).__name__}")
 
-        def par(key: str, default: Any = ...) -> Any:
-            # per-frame value first, then the top-level one
-            if key in fr and fr[key] is not None:
-                v, w = fr[key], f"frames[{i}].{key}"
-            elif key in data and data[key] is not None:
-                v, w = data[key], key
-            elif default is not ...:
-                return default
-            else:
-                raise DatasetError(f"{where}: field 'frames[{i}].{key}' / '{key}': missing")
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-                raise DatasetError(f"{where}: field '{w}': expected a finite number, got {v!r}")
-            return float(v)
+        def par(key: str) -> float:
+            # nerfstudio: a top-level key fixes the value for every frame; per frame only when absent there
+            if key in data:
+                return _number(data[key], where, key)
+            if key in fr:
+                return _number(fr[key], where, f"frames[{i}].{key}")
+            raise DatasetError(f"{where}: field '{key}' / 'frames[{i}].{key}': missing")
 
-        model = fr.get("camera_model", data.get("camera_model", "OPENCV"))
-        if model not in PERSPECTIVE_MODELS:
-            fld = f"frames[{i}].camera_model" if "camera_model" in fr else "camera_model"
-            raise DatasetError(f"{where}: field '{fld}': unsupported camera model {model!r} (supported: {list(PERSPECTIVE_MODELS)})")
+        cam = model if model is not None else fr.get("camera_model", "OPENCV")
+        if cam not in PERSPECTIVE_MODELS:
+            fld = "camera_model" if model is not None else f"frames[{i}].camera_model"
+            raise DatasetError(f"{where}: field '{fld}': unsupported camera model {cam!r} (supported: {list(PERSPECTIVE_MODELS)})")
         fp = get_field(fr, "file_path", fw, str)
         fx, fy = par("fl_x"), par("fl_y")
         cx, cy = par("cx"), par("cy")
         w, h = par("w"), par("h")
         if fx <= 0 or fy <= 0 or w <= 0 or h <= 0:
             raise DatasetError(f"{fw}: field 'fl_x/fl_y/w/h': must be positive, got {(fx, fy, w, h)}")
-        dist = {k: par(k) for k in _DIST_KEYS if par(k, None) is not None}
+        dist = dict(scene_dist) if scene_dist is not None else _distortion(fr, where, f"frames[{i}].")
         c2w = np.eye(4)
         tm = get_field(fr, "transform_matrix", fw, list)
         M = finite_floats(tm, (4, 4) if len(tm) == 4 else (3, 4), where, f"frames[{i}].transform_matrix")
@@ -379,7 +433,8 @@ def read_transforms(path: str | Path, image_dir: str = "images_4", world: str = 
             raise DatasetError(f"{where}: field 'frames[{i}].transform_matrix': rotation is not orthonormal with det +1 "
                                f"(max |R R^T - I| = {err:.3g})")
         out.append(Dl3dvFrame(name=Path(fp).name, image_rel=_to_image_dir(fp, image_dir), full_wh=(w, h), fx=fx, fy=fy,
-                              cx=cx, cy=cy, extrinsics=_c2w_gl_to_w2c_cv(c2w), camera_model=model, distortion=dist, where=fw))
+                              cx=cx, cy=cy, extrinsics=_c2w_gl_to_w2c_cv(c2w), camera_model=cam, distortion=dist, where=fw,
+                              world=frame_world, applied_transform=source))
     out.sort(key=lambda f: _natural_key(f.name))
     names = [f.name for f in out]
     if len(set(names)) != len(names):
@@ -531,7 +586,9 @@ class Dl3dvDataset(VideoDataset):
             "source": str(d / ("transforms.json" if self.camera_source == "transforms" else "colmap/sparse/0")),
             "camera_model": allf[idx[0]].camera_model,
             "distortion": dict(allf[idx[0]].distortion),
-            "world": self.world if self.camera_source == "transforms" else "colmap",
+            "distortion_params": [float(allf[idx[0]].distortion.get(k, 0.0)) for k in _DIST_KEYS],
+            "world": allf[idx[0]].world,
+            "applied_transform": allf[idx[0]].applied_transform,
         }
         clip = Clip(
             images=images,
@@ -584,6 +641,10 @@ def write_dl3dv(
     ``transform_matrix = applied_transform @ c2w_gl`` (nerfstudio's
     ``applied_transform`` when ``applied_transform``). ``colmap`` ("bin",
     "txt" or None) also writes ``colmap/sparse/0`` in the clip's world.
+    ``applied_transform=False`` together with ``colmap`` writes what
+    ``ns-process-data --keep-original-world-coordinate`` writes, a scene that
+    nerfstudio's reader (and so vidprobe's, from ``transforms.json``) takes
+    to hold the older transform (module docstring).
     Distortion coefficients are written as zeros for OPENCV.
     """
     root = Path(root)

@@ -6,7 +6,10 @@
   ``(1-c)/2`` and ``(1+c)/2`` quantiles of the resampled statistic
   (``c = 0.95``). Same values and seed -> same interval. Non-finite values
   (clips a metric could not score) are dropped first and their number is
-  reported.
+  reported; with ``keep_inf=True`` only NaN is dropped and ``+-inf`` (a
+  failed clip's stated value, :mod:`vidprobe.metrics.modes`) is resampled
+  like any value: a resample containing ``+inf`` has mean ``+inf``, and a
+  bound is ``+inf`` when its quantile reaches such resamples.
 * :func:`mean_ci_t` - mean over runs (e.g. seeds) with the Student-t
   interval ``mean +- t_{(1+c)/2, n-1} * sd / sqrt(n)`` (``sd`` with ``n-1``).
 
@@ -32,10 +35,31 @@ class CI(NamedTuple):
     dropped: int = 0  # non-finite values left out
 
 
-def _clean(values: Iterable[float]) -> tuple[np.ndarray, int]:
+def _clean(values: Iterable[float], keep_inf: bool = False) -> tuple[np.ndarray, int]:
     x = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=np.float64).reshape(-1)
-    finite = np.isfinite(x)
-    return x[finite], int((~finite).sum())
+    keep = ~np.isnan(x) if keep_inf else np.isfinite(x)
+    return x[keep], int((~keep).sum())
+
+
+def _quantiles(stats: np.ndarray, qs: list[float]) -> list[float]:
+    """``numpy.quantile`` (linear) that stays defined with infinities (numpy's lerp gives NaN there)."""
+    if np.isfinite(stats).all():
+        return [float(v) for v in np.quantile(stats, qs)]
+    s = np.sort(stats)
+    out = []
+    for q in qs:
+        pos = q * (s.size - 1)
+        lo = int(np.floor(pos))
+        frac = pos - lo
+        a = s[lo]
+        b = s[min(lo + 1, s.size - 1)]
+        if frac == 0 or a == b:
+            out.append(float(a))
+        elif np.isinf(a) or np.isinf(b):
+            out.append(float(a if np.isinf(a) else b))  # the interpolation reaches the infinite end
+        else:
+            out.append(float(a + (b - a) * frac))
+    return out
 
 
 def bootstrap_ci(
@@ -45,6 +69,7 @@ def bootstrap_ci(
     seed: int = 0,
     statistic: Callable[[np.ndarray], np.ndarray] | None = None,
     chunk: int = 1000,
+    keep_inf: bool = False,
 ) -> CI:
     """Percentile bootstrap interval of ``statistic`` (default: the mean) of ``values``.
 
@@ -56,7 +81,7 @@ def bootstrap_ci(
     if n_resamples < 1:
         raise ValueError(f"bootstrap_ci: n_resamples must be >= 1, got {n_resamples}")
     stat = statistic or (lambda a: a.mean(axis=-1))
-    x, dropped = _clean(values)
+    x, dropped = _clean(values, keep_inf)
     n = x.size
     if n == 0:
         return CI(float("nan"), float("nan"), float("nan"), 0, dropped)
@@ -70,8 +95,8 @@ def bootstrap_ci(
         idx = rng.integers(0, n, size=(m, n))
         stats[s : s + m] = stat(x[idx])
     alpha = (1 - confidence) / 2
-    low, high = np.quantile(stats, [alpha, 1 - alpha])
-    return CI(est, float(low), float(high), n, dropped)
+    low, high = _quantiles(stats, [alpha, 1 - alpha])
+    return CI(est, low, high, n, dropped)
 
 
 def mean_ci_t(values: Iterable[float], confidence: float = 0.95) -> CI:

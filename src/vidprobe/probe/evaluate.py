@@ -9,21 +9,33 @@ to the first sampled frame, unit mean point distance), decodes the
 predicted cameras (:func:`vidprobe.geometry.decode_pose`) and scores every
 clip with :class:`vidprobe.metrics.MetricAccumulator`:
 
-* ``point_err`` (reference, confidence weighted, raw; the published table
-  shows it x10), ``point_err_unweighted``;
-* ``depth_err`` (reference), ``abs_rel``, ``rmse``, ``delta_1_25``;
-* ``auc_3/5/10/15/30``, ``rra_5/15``, ``rta_5/15`` (``compat="clean"``:
-  gauge-invariant, pooled pairs; ``"reference"``: the release's variant,
-  averaged over batches of 10 clips);
+* ``point_err`` (confidence weighted, raw; the published table shows it
+  x10), ``point_err_unweighted``;
+* ``depth_err``, ``abs_rel``, ``rmse``, ``delta_1_25``;
+* ``auc_3/5/10/15/30``, ``rra_5/15``, ``rta_5/15``;
+* ``failed_clips``, ``failed_points``, ``failed_depth``, ``failed_camera``:
+  clips whose prediction had a NaN/Inf (see below);
 
 each with a percentile-bootstrap 95% interval over clips (2000 resamples,
-seed 0).
+seed 0). ``compat`` selects the metric definitions
+(:mod:`vidprobe.metrics.modes`: ``"clean"``, or ``"reference"`` for the
+release's numbers); it defaults to the run's own ``compat`` (the training
+config's field, ``"clean"`` when absent) and ``--compat`` overrides it.
+
+Failed clips: a clip whose predicted points, depth or cameras contain a
+NaN/Inf is scored as a failure, never dropped: in clean mode its errors are
+``+inf`` (so the split's mean errors are ``+inf``) and its accuracies 0; in
+reference mode it gets the release's values. ``metrics.json`` lists the
+failed clips and their failed families; the counts go to the results
+database; ``vidprobe evaluate`` exits with status 1 when any clip failed
+unless ``--allow-failed-clips`` is given.
 
 Outputs (all written atomically) in ``RUN_DIR/eval_<which>/``:
 
-* ``metrics.json`` (for the config's eval split and ``compat="clean"``;
+* ``metrics.json`` (for the config's eval split and the run's own compat;
   other choices go to ``metrics_<split>_<compat>.json``): aggregate
-  metrics, intervals, per-clip metrics, the checkpoint and its step;
+  metrics, intervals, per-clip metrics, failed clips, the metric settings,
+  the checkpoint and its step;
 * ``clips/<clip>.safetensors`` for the first ``save_clips`` clips: predicted
   and GT points (plus the Sim(3)-aligned prediction), depth, confidences,
   valid mask, extrinsics, intrinsics and the input images at the output size;
@@ -37,6 +49,7 @@ from ``log.jsonl``) goes into the results database.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -50,7 +63,10 @@ from tqdm.auto import tqdm
 
 from vidprobe.atomic import atomic_path, atomic_write_text
 
-__all__ = ["CHECKPOINT_CHOICES", "TABLE_METRICS", "EvalError", "EvalResult", "evaluate_run", "format_table", "read_curves"]
+__all__ = ["CHECKPOINT_CHOICES", "TABLE_METRICS", "EvalError", "EvalResult", "evaluate_run", "format_table", "read_curves",
+           "run_compat"]
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_CHOICES = ("last", "best")
 COMPAT_CHOICES = ("clean", "reference")
@@ -79,6 +95,12 @@ class EvalResult:
     step: int | None = None
     metrics_file: Path | None = None
     saved_clips: list[Path] = field(default_factory=list)
+    failed_clips: dict[str, list[str]] = field(default_factory=dict)  # clip -> families with a NaN/Inf prediction
+
+
+def run_compat(cfg) -> str:
+    """The metric mode a run asks for: its training config's ``compat`` (``"clean"`` when the field is absent)."""
+    return getattr(cfg, "compat", None) or "clean"
 
 
 def _load_run(run_dir: Path):
@@ -192,7 +214,7 @@ def evaluate_run(
     run_dir: str | Path,
     which: str = "last",
     split: str | None = None,
-    compat: str = "clean",
+    compat: str | None = None,
     db_path: str | Path | None = None,
     save_clips: int = 3,
     progress: bool = True,
@@ -200,7 +222,10 @@ def evaluate_run(
     device: str | None = None,
     n_resamples: int = 2000,
 ) -> EvalResult:
-    """Evaluate the ``which`` (``last`` | ``best``) checkpoint of a run on ``split`` (default: the config's eval split)."""
+    """Evaluate the ``which`` (``last`` | ``best``) checkpoint of a run on ``split`` (default: the config's eval split).
+
+    ``compat``: metric definitions, ``"clean"`` or ``"reference"`` (default: :func:`run_compat` of the run).
+    """
     from vidprobe.data.sampling import FrameSampler
     from vidprobe.geometry import decode_pose
     from vidprobe.metrics import MetricAccumulator
@@ -219,11 +244,15 @@ def evaluate_run(
     run_dir = Path(run_dir)
     if which not in CHECKPOINT_CHOICES:
         raise EvalError(f"--which must be one of {CHECKPOINT_CHOICES} (or 'both' on the command line), got {which!r}")
-    if compat not in COMPAT_CHOICES:
+    if compat is not None and compat not in COMPAT_CHOICES:
         raise EvalError(f"--compat must be one of {COMPAT_CHOICES}, got {compat!r}")
     if save_clips < 0:
         raise EvalError(f"--save-clips must be >= 0, got {save_clips}")
     cfg, info = _load_run(run_dir)
+    own_compat = run_compat(cfg)
+    if own_compat not in COMPAT_CHOICES:
+        raise EvalError(f"{run_dir / 'config.yaml'}: field 'compat' must be one of {COMPAT_CHOICES}, got {own_compat!r}")
+    compat = compat or own_compat
     split = split or cfg.eval_split
     ckpt = find_checkpoint(run_dir, which)
     if ckpt is None:
@@ -256,7 +285,7 @@ def evaluate_run(
         raise EvalError(str(e)) from None
     loss_cfg = LossConfig.from_dict(cfg.loss) if cfg.loss else LossConfig()
     heads = set(pcfg.active_heads)
-    acc = MetricAccumulator(camera_compat=compat, camera_batch_size=10)
+    acc = MetricAccumulator(compat=compat)
     bs = batch_size or cfg.batch_size
     saved: list[Path] = []
     frames_of: dict[str, list[int]] = {}
@@ -289,7 +318,8 @@ def evaluate_run(
                 if len(saved) < save_clips:
                     aligned = None
                     if "points" in pred:
-                        aligned = point_errors(pred["points"][b], tgt["points"][b], tgt["confidence"][b], tgt["valid"][b]).aligned
+                        aligned = point_errors(pred["points"][b], tgt["points"][b], tgt["confidence"][b], tgt["valid"][b],
+                                               compat=compat).aligned
                     meta = {"video": s.video, "frames": list(s.frames), "which": which, "step": step, "split": split,
                             "backbone": backbone, "out_hw": list(out_hw)}
                     saved.append(_save_clip(
@@ -304,8 +334,12 @@ def evaluate_run(
     cis = acc.intervals(n_resamples=n_resamples, seed=0)
     ci = {k: (float(v.low), float(v.high)) for k, v in cis.items()}
     per_clip = [{"clip": cid, "frames": frames_of.get(cid), **m} for cid, m in acc.per_clip()]
+    failed = acc.failed_clips()
+    if failed:
+        log.warning("%s: %d of %d clips have non-finite predictions and count as failures (%s mode): %s",
+                    run_dir, len(failed), len(per_clip), compat, ", ".join(list(failed)[:5]) + (" ..." if len(failed) > 5 else ""))
 
-    default_out = split == cfg.eval_split and compat == "clean"
+    default_out = split == cfg.eval_split and compat == own_compat
     mfile = which_dir / ("metrics.json" if default_out else f"metrics_{split}_{compat}.json")
     doc = {
         "run_dir": str(run_dir),
@@ -314,11 +348,13 @@ def evaluate_run(
         "step": step,
         "split": split,
         "compat": compat,
+        "metric_settings": acc.settings.to_dict(),
         "backbone": backbone,
         "layer": layer,
         "timestep": timestep,
         "missing_features": list(ds.missing),
         "metrics": metrics,
+        "failed_clips": failed,
         "ci": {k: list(v) for k, v in ci.items()},
         "per_clip": per_clip,
     }
@@ -327,9 +363,10 @@ def evaluate_run(
     run_id = None
     if db_path is not None:
         run_id = _record(db_path, cfg, run_dir, ckpt, which, step, split, compat, backbone, layer, timestep,
-                         pcfg, metrics, cis, acc.per_clip())
+                         pcfg, metrics, cis, acc.per_clip(), acc.settings.to_dict(), failed)
     return EvalResult(metrics=metrics, ci=ci, per_clip=per_clip, run_id=run_id, checkpoint=str(ckpt), which=which,
-                      out_dir=which_dir, split=split, compat=compat, step=step, metrics_file=mfile, saved_clips=saved)
+                      out_dir=which_dir, split=split, compat=compat, step=step, metrics_file=mfile, saved_clips=saved,
+                      failed_clips=failed)
 
 
 def _json_default(o):
@@ -339,14 +376,15 @@ def _json_default(o):
 
 
 def _record(db_path, cfg, run_dir, ckpt, which, step, split, compat, backbone, layer, timestep, pcfg,
-            metrics, cis, per_clip) -> int:
+            metrics, cis, per_clip, settings, failed) -> int:
     from vidprobe.results import ResultsDB
 
     preset = cfg.probe.get("preset", "reference") if isinstance(cfg.probe, dict) else str(cfg.probe)
     config = {
         "train": cfg.to_dict(),
         "probe": pcfg.to_dict(),
-        "eval": {"split": split, "compat": compat, "which": which, "step": step, "run_dir": str(run_dir)},
+        "eval": {"split": split, "compat": compat, "which": which, "step": step, "run_dir": str(run_dir),
+                 "metric_settings": settings, "failed_clips": failed},
     }
     with ResultsDB(db_path) as db:
         run_id = db.add_run(
@@ -387,6 +425,7 @@ def format_table(results: list[EvalResult]) -> str:
             rows.append(("point_err x10 (table)", *[_fmt(None if r.metrics.get(m) is None else r.metrics[m] * 10)
                                                     for r in results]))
     rows.append(("clips", *[str(int(r.metrics.get("num_clips", len(r.per_clip)))) for r in results]))
+    rows.append(("failed clips (NaN/Inf prediction)", *[str(int(r.metrics.get("failed_clips", 0))) for r in results]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

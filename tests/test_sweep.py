@@ -186,3 +186,21 @@ def test_the_sweeps_compat_reaches_each_cells_training(data, tmp_path):
     assert s.done == [cell.name] and not s.failed
     saved = yaml.safe_load((tmp_path / "sw" / "runs" / f"{cell.name}-{h[:8]}" / "config.yaml").read_text())
     assert saved["compat"] == "reference" and saved["drop_last"] is True
+
+
+def test_a_diverged_cell_is_reported_failed_not_done(data, tmp_path, monkeypatch):
+    """A cell whose probe gives non-finite predictions is recorded but counted as failed (exit status 1)."""
+    import dataclasses
+
+    import vidprobe.probe.evaluate as ev
+
+    real = ev.evaluate_run
+
+    def diverged(run_dir, **kw):
+        res = real(run_dir, **kw)
+        return dataclasses.replace(res, failed_clips={"clip0": ["points"]}) if "pixels" in str(run_dir) else res
+
+    monkeypatch.setattr(ev, "evaluate_run", diverged)
+    s = run_sweep(_cfg(data, tmp_path / "sw"), progress=False, echo=lambda *a: None)
+    assert s.done == ["oracle_L1_Tnone_tiny_s1"] and list(s.failed) == ["pixels_L1_Tnone_tiny_s1"]
+    assert "non-finite predictions" in s.failed["pixels_L1_Tnone_tiny_s1"]

@@ -388,8 +388,14 @@ def run_sweep(cfg: dict, dry_run: bool = False, progress: bool = True, echo: Cal
                     resume = train_mod.find_checkpoint(Path(tc.out), "last") is not None
                     echo(f"[sweep] {c.name}: {'resuming' if resume else 'training'} -> {tc.out}")
                     train_mod.train(tc, resume=resume, progress=progress)
-                    evaluate_run(tc.out, which="last", compat=cfg.get("compat", "clean"), db_path=db_path, progress=progress)
-                    summary.done.append(c.name)
+                    res = evaluate_run(tc.out, which="last", compat=cfg.get("compat", "clean"), db_path=db_path,
+                                       progress=progress)
+                    if res.failed_clips:  # a diverged probe: recorded (with its failure counts), never counted as done
+                        summary.failed[c.name] = (f"{len(res.failed_clips)} evaluation clip(s) with non-finite "
+                                                  "predictions (diverged probe); see metrics.json")
+                        echo(f"[sweep] {c.name}: {summary.failed[c.name]}")
+                    else:
+                        summary.done.append(c.name)
                 except Exception as ex:  # noqa: BLE001 - a failing cell is counted; the sweep goes on
                     summary.failed[c.name] = f"{type(ex).__name__}: {ex}"
                     echo(f"[sweep] {c.name} FAILED: {type(ex).__name__}: {ex}\n{traceback.format_exc(limit=-3)}")

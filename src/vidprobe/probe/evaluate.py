@@ -231,7 +231,7 @@ def evaluate_run(
     from vidprobe.metrics import MetricAccumulator
     from vidprobe.metrics.points import point_errors
     from vidprobe.probe.data import ProbeDataset, collate
-    from vidprobe.probe.losses import LossConfig, prepare_targets
+    from vidprobe.probe.losses import LossConfig, targets_for
     from vidprobe.probe.train import (
         ConfigError,
         autocast_ctx,
@@ -301,7 +301,7 @@ def evaluate_run(
             with autocast_ctx(dev, cfg.precision):
                 pred = model(batch["features"])
             pred = {k: v.float() for k, v in pred.items() if isinstance(v, torch.Tensor)}
-            tgt = prepare_targets(batch["gt"], loss_cfg.scale_mode, out_hw)
+            tgt = targets_for(batch["gt"], loss_cfg, out_hw)
             pred_ext = pred_K = None
             if "pose_enc" in pred:
                 pred_ext, pred_K = decode_pose(pred["pose_enc"], out_hw)

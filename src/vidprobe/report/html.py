@@ -253,6 +253,31 @@ CSS = (
 )
 
 
+def reproduction_section(runs: list[dict]) -> tuple[list[str], list[str]]:
+    """HTML and Markdown lines: the reproduction ledger's rows for the published models among ``runs``."""
+    from vidprobe.report.published import BACKBONE_TO_PUBLISHED
+    from vidprobe.report.reproduction import markdown_table, rows_for
+
+    models = sorted({BACKBONE_TO_PUBLISHED[r["backbone"]] for r in runs if r.get("backbone") in BACKBONE_TO_PUBLISHED})
+    intro = ("How each setting of the study's release compares with vidprobe's reference mode "
+             "(docs/REPRODUCTION.md has every row): identical rows are proven by a named test against the upstream "
+             "code, deviations say why.")
+    if not models:
+        msg = "No run here uses a model of the published table, so only the shared rows apply."
+        intro = f"{intro} {msg}"
+    rows = rows_for(models)
+    md = markdown_table(rows)
+    H = [f"<h2>Reproduction status</h2><p>{html.escape(intro)}</p>", "<table class='pubtable'><tr>"
+         + "".join(f"<th>{html.escape(c.strip())}</th>" for c in md[0].strip("|").split("|")) + "</tr>"]
+    for r in rows:
+        proof = r.test if r.status == "identical" else r.reason
+        cells = [r.area, f"{r.setting} ({r.row})", r.release, r.vidprobe, r.status, proof or ""]
+        H.append(f"<tr class='{r.status}'>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    H.append("</table>")
+    M = ["## Reproduction status", "", intro, "", *md, ""]
+    return H, M
+
+
 def write_report(db_path: str | Path, out_dir: str | Path, notice: str | None = None, split: str = "test",
                  clips_per_run: int = 1, title: str = "vidprobe report",
                  runs_root: str | Path | None = None) -> dict[str, Path]:
@@ -298,6 +323,10 @@ def write_report(db_path: str | Path, out_dir: str | Path, notice: str | None = 
     for line in pub_md[2:]:
         H.append("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|")) + "</tr>")
     H.append("</table>")
+
+    rh, rm = reproduction_section(runs)
+    H += rh
+    M += rm
 
     figs: list[tuple[str, str]] = []
     if runs:

@@ -11,6 +11,7 @@ pytest.importorskip("diffusers")
 
 from vidprobe.backbones.base import registry  # noqa: E402
 from vidprobe.backbones.diffusion import (  # noqa: E402
+    CONDITION_STREAM,
     empty_prompt_embeds,
     index_of,
     load_text_embeds,
@@ -196,7 +197,8 @@ def test_hooked_features_equal_full_pass_and_stop_early(which, wan, cog, video):
 
 
 def test_vae_encoded_once_per_clip(video):
-    for name, per_clip in (("wan2.1-t2v-1.3b", 1), ("cogvideox-2b", 1), ("cogvideox-5b-i2v", 2), ("wan2.1-i2v-14b-480p", 2)):
+    for name, per_clip in (("wan2.1-t2v-1.3b", 1), ("cogvideox-2b", 1), ("cogvideox-5b-i2v", 2), ("wan2.1-i2v-14b-480p", 2),
+                           ("aether", 2)):
         bb = _build(name)
         n = [0]
         orig = bb.vae.encode
@@ -299,3 +301,111 @@ def test_check_backbone_command_writes_frame(tmp_path):
         assert im.size == (2 * 48, 32)  # input | decoded, tiny input size 32x48
     res = CliRunner().invoke(app, ["check-backbone", "dinov2-small", "--tiny", "--out", str(out)])
     assert res.exit_code != 0
+
+
+# ------------------------------------------------------- release numerics settings
+@pytest.mark.parametrize("src_hw,dst_hw", [((54, 96), (32, 48)), ((30, 40), (48, 80)), ((48, 64), (48, 64)), ((90, 160), (48, 112))])
+def test_pil_lanczos_preprocess_equals_diffusers_video_processor(src_hw, dst_hw):
+    """The release feeds PIL frames to diffusers' VideoProcessor; ``resize="pil-lanczos"`` gives the same tensor."""
+    import numpy as np
+    from diffusers.video_processor import VideoProcessor
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, size=(5, *src_hw, 3), dtype=np.uint8)
+    ref = VideoProcessor(vae_scale_factor=8).preprocess_video([Image.fromarray(a) for a in arr], *dst_hw)  # [1,3,T,h,w]
+    bb = _build("wan2.1-t2v-1.3b", height=dst_hw[0], width=dst_hw[1], resize="pil-lanczos")
+    ours = bb.preprocess(torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255)  # [T,3,h,w]
+    assert torch.equal(ours.permute(1, 0, 2, 3)[None], ref)
+    if src_hw != dst_hw:  # the default kernel is not the release's
+        default = _build("wan2.1-t2v-1.3b", height=dst_hw[0], width=dst_hw[1]).preprocess(
+            torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255)
+        assert not torch.equal(default.permute(1, 0, 2, 3)[None], ref)
+
+
+def test_wan_flow_schedule_setting():
+    import diffusers
+    from packaging.version import Version
+
+    legacy = _build("wan2.1-t2v-1.3b", flow_schedule="legacy").timestep_choices([749])[0]
+    current = _build("wan2.1-t2v-1.3b", flow_schedule="current").timestep_choices([749])[0]
+    assert (legacy.model_t, round(legacy.sigma, 5)) == (500, 0.501)
+    assert (current.model_t, round(current.sigma, 5)) == (502, 0.50233)
+    installed = _build("wan2.1-t2v-1.3b").timestep_choices([749])[0]
+    assert installed == (current if Version(diffusers.__version__) >= Version("0.37") else legacy)
+    with pytest.raises(ValueError, match="flow_schedule"):
+        _build("wan2.1-t2v-1.3b", flow_schedule="newest")
+    with pytest.raises(ValueError, match="resize"):
+        _build("wan2.1-t2v-1.3b", resize="nearest")
+
+
+def test_wan_normalisation_uses_the_reciprocal_std(wan, video):
+    x = wan.preprocess(video).permute(1, 0, 2, 3)[None]
+    raw = wan.vae.encode(x).latent_dist.mode()
+    mean = torch.tensor(wan.vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    inv = 1.0 / torch.tensor(wan.vae.config.latents_std).view(1, -1, 1, 1, 1)
+    assert torch.equal(wan.encode(video)[0].latents, (raw - mean) * inv)
+
+
+def test_cogvideox_condition_latent_sample_is_seeded(video):
+    mode = _build("cogvideox-5b-i2v").encode(video)
+    a = _build("cogvideox-5b-i2v", condition_latent="sample").encode(video)
+    b = _build("cogvideox-5b-i2v", condition_latent="sample").encode(video)
+    c = _build("cogvideox-5b-i2v", condition_latent="sample", seed=1)
+    c_enc = c.encode(video)
+    C = mode[0].latents.shape[2]
+    for k in range(2):
+        assert torch.equal(a[k].cond["condition"], b[k].cond["condition"])  # seeded
+        assert not torch.allclose(a[k].cond["condition"][:, :1, :C], mode[k].cond["condition"][:, :1, :C])
+        torch.testing.assert_close(a[k].latents, mode[k].latents)  # x_0 stays the posterior mean
+    assert not torch.allclose(a[1].cond["condition"], a[0].cond["condition"])  # each clip its own draw
+    # seed 1 builds other random weights, so compare draws through the same VAE
+    x = c.preprocess(video)[c.clips(video.shape[0])[0][:1]].permute(1, 0, 2, 3)[None]
+    dist = c.vae.encode(x).latent_dist
+    torch.testing.assert_close(c_enc[0].cond["condition"][:, :1, :C], c.scale(dist.sample(
+        generator=torch.Generator().manual_seed(noise_seed(1, 0, CONDITION_STREAM)))))
+    with pytest.raises(ValueError, match="condition_latent"):
+        _build("cogvideox-5b-i2v", condition_latent="median")
+
+
+def test_cogvideox_autocast_and_vae_tiling(video):
+    bb = _build("cogvideox-5b-i2v", dtype="bf16", autocast=True, vae_tiling=True)
+    assert bb.vae.use_tiling and bb.vae.use_slicing
+    assert not _build("cogvideox-5b-i2v").vae.use_tiling
+    [cl, _] = bb.encode(video)
+    choice = bb.timestep_choices([749])[0]
+    xt = bb.noised(cl, choice, 0)
+    noise = make_noise(cl.latents.shape, noise_seed(bb.seed, 0, 749))
+    t = torch.tensor([250])
+    assert xt.dtype == torch.bfloat16
+    assert torch.equal(xt, bb.scheduler.add_noise(cl.latents.to(torch.bfloat16), noise.to(torch.bfloat16), t))
+    plain = _build("cogvideox-5b-i2v", dtype="bf16")
+    [pcl, _] = plain.encode(video)
+    pxt = plain.noised(pcl, choice, 0)  # float32 arithmetic, then cast
+    assert torch.equal(pxt, plain.scheduler.add_noise(pcl.latents.float(), noise, t).to(torch.bfloat16))
+    fs = bb.extract(video, [1], [749])
+    assert fs.maps[(1, 749)].isfinite().all() and fs.info["autocast"] is True
+
+
+def test_text_cache_variant_keys_the_file(tmp_path):
+    a = text_cache_path("org/model", "abc", tmp_path)
+    assert a == text_cache_path("org/model", "abc", tmp_path, None)
+    b = text_cache_path("org/model", "abc", tmp_path, "t5-float32")
+    assert a != b and b != text_cache_path("org/model", "abc", tmp_path, "t5-float16")
+
+
+def test_cogvideox_learned_position_embedding_only_at_49_frames():
+    """CogVideoX-5B-I2V's learned positional embedding serves only its trained clip length (49 frames = 13 latents):
+    at CO3D's 2 x 41 (11 latents) diffusers' patch embedding falls back to the sinusoidal one."""
+    from diffusers.models.embeddings import CogVideoXPatchEmbed
+
+    torch.manual_seed(0)
+    pe = CogVideoXPatchEmbed(patch_size=2, in_channels=4, embed_dim=16, text_embed_dim=8, sample_width=6, sample_height=4,
+                             sample_frames=9, max_text_seq_length=2, use_learned_positional_embeddings=True)
+    text = torch.randn(1, 2, 8)
+    lat = {f: torch.randn(1, f, 4, 4, 6) for f in (3, 2)}  # 3 latents = the trained 9 frames, 2 = 5 frames
+    before = {f: pe(text, x) for f, x in lat.items()}
+    with torch.no_grad():
+        pe.pos_embedding.add_(1.0)  # the learned table
+    assert not torch.allclose(pe(text, lat[3]), before[3])  # trained length: uses it
+    assert torch.equal(pe(text, lat[2]), before[2])  # other lengths: sinusoidal, the learned table unused

@@ -33,6 +33,7 @@ FAMILY_MODULES: list[str] = [
     "vidprobe.backbones.vggt",
     "vidprobe.backbones.wan",
     "vidprobe.backbones.cogvideox",
+    "vidprobe.backbones.aether",
     "vidprobe.backbones.opensora",
     "vidprobe.backbones.controls",  # after the families: random-<arch> reuses their builders
 ]

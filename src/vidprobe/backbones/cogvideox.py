@@ -1,4 +1,4 @@
-"""CogVideoX (2B, 5B, 5B-I2V) and Aether (CogVideoX-5B fine-tuned for 3D) through diffusers.
+"""CogVideoX (2B, 5B, 5B-I2V) through diffusers (Aether, its 3D fine-tune: :mod:`vidprobe.backbones.aether`).
 
 Components: ``CogVideoXTransformer3DModel`` (patch 2, tokens ``[F, h/2, w/2]``),
 ``AutoencoderKLCogVideoX`` (4x time, 8x space, 16 channels), T5 (only for the
@@ -8,13 +8,15 @@ cached empty-prompt embedding, 226 tokens, through the pipeline's
 timestep ``999 - i``, noise by ``add_noise`` with the scheduler's
 ``alphas_cumprod``; index 749 -> t = 250).
 
-* Latents: ``vae.encode(x).latent_dist.mode()`` permuted to ``[B, F, C, h, w]``
-  and multiplied by ``vae.config.scaling_factor`` (divided when
-  ``invert_scale_latents``), exactly as ``CogVideoXImageToVideoPipeline``.
-* Image-to-video (5B-I2V, Aether): the first frame alone is VAE-encoded and
-  scaled the same way, zero-padded over the remaining latent frames and
-  concatenated on the channel axis after the noised latents; ``ofs = 2.0``
-  when the transformer has an ofs embedding; RoPE from the pipeline's own
+* Latents: ``vae.encode(x).latent_dist.mode()`` (the mean the release reads)
+  permuted to ``[B, F, C, h, w]`` and multiplied by ``vae.config.scaling_factor``
+  (divided when ``invert_scale_latents``), as ``CogVideoXImageToVideoPipeline``.
+* Image-to-video (5B-I2V): the first frame alone is VAE-encoded, its latent
+  (the posterior mean, or with ``condition_latent="sample"`` a seeded
+  posterior sample as the pipeline's ``prepare_latents`` draws) scaled the same
+  way, zero-padded over the remaining latent frames and concatenated on the
+  channel axis after the noised latents; ``ofs = 2.0`` when the transformer has
+  an ofs embedding; RoPE from the pipeline's own
   ``_prepare_rotary_positional_embeddings``.
 
 Interleaved layout (the reference: 97 frames -> 2 clips of 49; Aether: 81
@@ -25,18 +27,21 @@ are ``k*F ... k*F+F-1`` (F = latent frames per clip); input frame 0 -> map 0
 (clip 0, latent 0); frame ``t >= 1`` -> clip ``(t-1) % n``, position
 ``p = (t-1)//n + 1``, map ``k*F + (0 if p == 0 else (p-1)//4 + 1)``. Maps that
 serve no input frame (padding, or clip k>0's copy of frame 0) are dropped and
-the rest renumbered.
+the rest renumbered. A video shorter than 97 frames is fed whole: CO3D's 81
+frames give 2 clips of 41 (11 latent frames each; the release itself needs 97
+frames and raises on 81). At any clip length other than 49 frames,
+CogVideoX-5B-I2V's patch embedding replaces its learned positional embedding
+by the sinusoidal one (diffusers' ``CogVideoXPatchEmbed``; checked by
+``test_cogvideox_learned_position_embedding_only_at_49_frames``), for vidprobe
+and the release alike.
 
-Aether (``AetherWorldModel/AetherV1``; transformer from that repo, VAE, text
-encoder and scheduler from ``THUDM/CogVideoX-5b-I2V`` as in Aether's own
-pipeline): its latents stack three modalities ``[rgb | disparity | raymap]``
-(16 channels each) plus an equally wide condition, and its RoPE scales the
-temporal positions by ``base_fps / fps = 12 / 8``. The reference first runs
-Aether's 4-step reconstruction loop to obtain disparity/raymap latents for the
-clip; this adapter does **not** (that loop needs Aether's own pipeline code):
-the geometry channels of ``x_0`` are zeros before noising and the condition is
-``[first-frame rgb latent | zeros]``. Features therefore differ from the
-reference's Aether features; see the module's report note.
+Settings (build kwargs; defaults keep vidprobe's clean behaviour; the paper
+configs set the release's: ``dtype: fp16, resize: pil-lanczos, autocast: true,
+condition_latent: sample``): ``resize``, ``autocast`` and ``condition_latent``
+are described in :mod:`vidprobe.backbones.diffusion`; ``vae_tiling`` turns on
+the VAE's slicing and tiling (``enable_slicing()``, ``enable_tiling()``), which
+the release uses for Aether only (at 480x720 the VAE then encodes overlapping
+tiles: its ``tile_sample_min`` is 240x360).
 
 ``tiny=True`` builds the same diffusers classes at a tiny random config and
 replaces the text encoder by a seeded random embedding ``[1, 8, 32]``.
@@ -68,11 +73,9 @@ DEFAULT_INDEX = 749
 I2V_BASE = "THUDM/CogVideoX-5b-I2V"
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "cogvideox-2b": dict(model_id="THUDM/CogVideoX-2b", layers=30, dim=1920, i2v=False, clips=2, frames=97, modalities=1),
-    "cogvideox-5b": dict(model_id="THUDM/CogVideoX-5b", layers=42, dim=3072, i2v=False, clips=2, frames=97, modalities=1),
-    "cogvideox-5b-i2v": dict(model_id=I2V_BASE, layers=42, dim=3072, i2v=True, clips=2, frames=97, modalities=1),
-    "aether": dict(model_id="AetherWorldModel/AetherV1", layers=42, dim=3072, i2v=True, clips=2, frames=81,
-                   modalities=3, base=I2V_BASE, fps=8, base_fps=12),
+    "cogvideox-2b": dict(model_id="THUDM/CogVideoX-2b", layers=30, dim=1920, i2v=False, clips=2, frames=97),
+    "cogvideox-5b": dict(model_id="THUDM/CogVideoX-5b", layers=42, dim=3072, i2v=False, clips=2, frames=97),
+    "cogvideox-5b-i2v": dict(model_id=I2V_BASE, layers=42, dim=3072, i2v=True, clips=2, frames=97),
 }
 
 TINY_TEXT = (8, 32)
@@ -85,7 +88,7 @@ TINY_VAE = dict(
 
 def tiny_transformer_config(variant: str, num_layers: int = 3) -> dict[str, Any]:
     arch = VARIANTS[variant]
-    c = TINY_VAE["latent_channels"] * arch["modalities"]
+    c = TINY_VAE["latent_channels"]
     rotary = variant != "cogvideox-2b"
     return dict(
         num_attention_heads=2, attention_head_dim=16, in_channels=2 * c if arch["i2v"] else c, out_channels=c,
@@ -104,7 +107,7 @@ def _diffusers():
 
 
 class CogVideoXBackbone(DiffusionBackbone):
-    def __init__(self, *args, fps_factor: float = 1.0, modalities: int = 1, **kw):
+    def __init__(self, *args, fps_factor: float = 1.0, vae_tiling: bool = False, **kw):
         super().__init__(*args, **kw)
         d = _diffusers()
         # the pipeline object only lends its helpers (RoPE); it holds no text encoder
@@ -112,7 +115,10 @@ class CogVideoXBackbone(DiffusionBackbone):
             tokenizer=None, text_encoder=None, vae=self.vae, transformer=self.transformer, scheduler=self.scheduler
         )
         self.fps_factor = float(fps_factor)
-        self.modalities = int(modalities)
+        self.vae_tiling = bool(vae_tiling)
+        if self.vae_tiling:
+            self.vae.enable_slicing()
+            self.vae.enable_tiling()
 
     @property
     def blocks(self):
@@ -134,24 +140,24 @@ class CogVideoXBackbone(DiffusionBackbone):
         return interleaved_frame_index(T, self.num_clips, vae4x_index, (L - 1) // 4 + 1)
 
     def scale(self, z: torch.Tensor) -> torch.Tensor:
-        """``[B,C,F,h,w]`` posterior mean -> ``[B,F,C,h,w]`` scaled as the pipelines do."""
+        """``[B,C,F,h,w]`` posterior latent -> ``[B,F,C,h,w]`` float32 scaled as the pipelines do."""
         z = z.float().permute(0, 2, 1, 3, 4)
         sf = float(self.vae.config.scaling_factor)
         return z / sf if getattr(self.vae.config, "invert_scale_latents", False) else z * sf
 
+    def image_condition(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [1,3,L,H,W]`` -> the scaled latent of its first frame alone ``[1,1,C,h,w]`` (mean or seeded sample)."""
+        return self.scale(self.condition_latent_of(self.vae_latent_dist(x[:, :, :1])))
+
     def encode_clip(self, frames: torch.Tensor) -> ClipLatents:
         x = frames.permute(1, 0, 2, 3)[None]  # [1,3,L,H,W]
-        rgb = self.scale(self.vae_encode(x))  # [1,F,C,h,w]
-        B, F, C, h, w = rgb.shape
-        x0 = rgb
-        if self.modalities > 1:  # Aether: geometry modalities left at zero (see module docstring)
-            x0 = torch.cat([rgb, rgb.new_zeros(B, F, C * (self.modalities - 1), h, w)], dim=2)
+        x0 = self.scale(self.vae_encode(x))  # [1,F,C,h,w]
+        B, F, C, h, w = x0.shape
         cond: dict[str, Any] = {}
-        n_cond = int(self.transformer.config.in_channels) - x0.shape[2]
-        if n_cond > 0:
-            img = self.scale(self.vae_encode(x[:, :, :1]))  # [1,1,C,h,w]: the first frame alone
+        n_cond = int(self.transformer.config.in_channels) - C
+        if n_cond > 0:  # image-to-video: [first-frame latent | zeros] on latent frame 0, zeros elsewhere
             c = x0.new_zeros(B, F, n_cond, h, w)
-            c[:, :1, :C] = img
+            c[:, :1, :C] = self.image_condition(x)
             cond["condition"] = c
         p = int(self.transformer.config.patch_size)
         cond["rope"] = self.rope(h, w, F) if self.transformer.config.use_rotary_positional_embeddings else None
@@ -166,14 +172,16 @@ class CogVideoXBackbone(DiffusionBackbone):
         return ((x[0].permute(1, 0, 2, 3).float() + 1) / 2).clamp(0, 1).cpu()
 
     def rope(self, h: int, w: int, frames: int):
-        """The pipeline's RoPE for an ``h x w`` latent grid; Aether scales the temporal positions by base_fps / fps."""
+        """The pipeline's RoPE for an ``h x w`` latent grid; with ``fps_factor != 1`` (Aether: base_fps / fps = 12 / 8)
+        the temporal positions ``linspace(0, F-1, F)`` are multiplied by it, as Aether's pipeline does."""
         vsf = self.pipe.vae_scale_factor_spatial
         cos, sin = self.pipe._prepare_rotary_positional_embeddings(h * vsf, w * vsf, frames, self.device)
         if self.fps_factor != 1.0:
             from diffusers.models.embeddings import get_1d_rotary_pos_embed
 
             dim_t = int(self.transformer.config.attention_head_dim) // 4
-            tc, ts = get_1d_rotary_pos_embed(dim_t, torch.arange(frames, dtype=torch.float32) * self.fps_factor, use_real=True)
+            grid_t = torch.linspace(0, frames * (frames - 1) / frames, frames, dtype=torch.float32) * self.fps_factor
+            tc, ts = get_1d_rotary_pos_embed(dim_t, grid_t, use_real=True)
             n = cos.shape[0] // frames
             cos = cos.clone()
             sin = sin.clone()
@@ -181,22 +189,26 @@ class CogVideoXBackbone(DiffusionBackbone):
             sin[:, :dim_t] = ts.to(sin).repeat_interleave(n, dim=0)
         return cos, sin
 
-    def denoiser_forward(self, noisy, choice, cl):
-        x = noisy
-        if "condition" in cl.cond:
-            x = torch.cat([noisy, cl.cond["condition"].to(noisy.dtype)], dim=2)
+    def denoiser_call(self, x: torch.Tensor, model_t: int, rope) -> Any:
+        """One transformer call on the full input ``x [1,F,C_in,h,w]`` (noised latents ++ condition)."""
         ofs = None
         if getattr(self.transformer.config, "ofs_embed_dim", None) is not None:
             ofs = x.new_full((1,), 2.0)
-        t = torch.tensor([int(round(choice.model_t))], device=self.device)
+        t = torch.tensor([int(model_t)], dtype=torch.long, device=self.device)
         return self.transformer(
             hidden_states=x, encoder_hidden_states=self.text_embeds.to(self.device, self.dtype), timestep=t,
-            ofs=ofs, image_rotary_emb=cl.cond["rope"], return_dict=False,
+            ofs=ofs, image_rotary_emb=rope, return_dict=False,
         )
+
+    def denoiser_forward(self, noisy, choice, cl):
+        x = noisy
+        if "condition" in cl.cond:
+            x = torch.cat([noisy, cl.cond["condition"].to(noisy.device, noisy.dtype)], dim=2)
+        return self.denoiser_call(x, int(round(choice.model_t)), cl.cond["rope"])
 
 
 def compute_empty_prompt(model_id: str, revision: str | None, device, dtype) -> torch.Tensor:
-    """The empty prompt through ``CogVideoXPipeline.encode_prompt`` (T5, 226 tokens)."""
+    """The empty prompt through ``CogVideoXPipeline.encode_prompt`` (T5 in ``dtype``, 226 tokens)."""
     d = _diffusers()
     from transformers import AutoTokenizer, T5EncoderModel
 
@@ -235,10 +247,13 @@ def build(
     text_embeds: str | None = None,
     cache_dir: str | None = None,
     num_clips: int | None = None,
-    base_model_id: str | None = None,
     tiny_layers: int = 3,
+    resize: str = "bilinear",
+    autocast: bool = False,
+    condition_latent: str = "mode",
+    vae_tiling: bool = False,
 ) -> CogVideoXBackbone:
-    """CogVideoX / Aether: hub weights (``model_id``; Aether's VAE/T5/scheduler from ``base_model_id``) or ``tiny``."""
+    """CogVideoX: hub weights (``model_id``) or ``tiny`` random; settings: see the module docstring."""
     d = _diffusers()
     arch = VARIANTS[variant]
     dev = resolve_device(device)
@@ -253,16 +268,17 @@ def build(
         mid = None
     else:
         mid = model_id or spec.model_id
-        base = base_model_id or arch.get("base") or mid
-        base_rev = revision if base == mid else None
         transformer = d.CogVideoXTransformer3DModel.from_pretrained(mid, subfolder="transformer", revision=revision, torch_dtype=dt)
-        vae = d.AutoencoderKLCogVideoX.from_pretrained(base, subfolder="vae", revision=base_rev, torch_dtype=dt)
-        scheduler = d.CogVideoXDDIMScheduler.from_pretrained(base, subfolder="scheduler", revision=base_rev)
-        emb = empty_prompt_embeds(base, base_rev, lambda: compute_empty_prompt(base, base_rev, dev, dt), cache_dir, text_embeds)
-    fps_factor = arch.get("base_fps", 1) / arch.get("fps", 1)
+        vae = d.AutoencoderKLCogVideoX.from_pretrained(mid, subfolder="vae", revision=revision, torch_dtype=dt)
+        scheduler = d.CogVideoXDDIMScheduler.from_pretrained(mid, subfolder="scheduler", revision=revision)
+        emb = empty_prompt_embeds(
+            mid, revision, lambda: compute_empty_prompt(mid, revision, dev, dt), cache_dir, text_embeds,
+            variant=f"t5-{str(dt).replace('torch.', '')}",
+        )
     return CogVideoXBackbone(
         spec, transformer, vae, scheduler, emb, hw, dev, dt, seed=seed, offload=offload, model_id=mid,
-        revision=revision, num_clips=num_clips or arch["clips"], fps_factor=fps_factor, modalities=arch["modalities"],
+        revision=revision, num_clips=num_clips or arch["clips"], resize=resize, autocast=autocast,
+        condition_latent=condition_latent, vae_tiling=vae_tiling,
     )
 
 
@@ -281,10 +297,8 @@ def _register() -> None:
             default_timestep=DEFAULT_INDEX,
             extras="hf",
             description=(
-                f"{'Aether (CogVideoX-5B fine-tuned for 3D)' if variant == 'aether' else variant} C={arch['dim']}, "
-                f"DDIM, empty prompt; reference: block 20 (0-based = layer 21), index 749, "
-                f"{arch['frames']} frames as {arch['clips']}x{clip_len}, 720x480 -> "
-                f"{(clip_len - 1) // 4 + 1}x30x45 per clip"
+                f"{variant} C={arch['dim']}, DDIM, empty prompt; reference: block 20 (0-based = layer 21), index 749, "
+                f"{arch['frames']} frames as {arch['clips']}x{clip_len}, 720x480 -> {(clip_len - 1) // 4 + 1}x30x45 per clip"
             ),
         )
         register(spec, functools.partial(build, spec, variant))

@@ -23,17 +23,25 @@ forms are related by the paper's convention
 which is also what :func:`vidprobe.features.store.tau_of` writes into the
 store manifest. tau is a *label* of the schedule position, not the noise
 level: the actual mix ``x_t = alpha * x_0 + sigma * noise`` at that index is
-the scheduler's and is recorded next to it in ``FeatureSet.info["timesteps"]``
-(``index``, ``tau``, ``model_t`` = the value fed to the denoiser, ``alpha``,
-``sigma``). For the reference defaults:
+the scheduler's, obtained by running the scheduler's own ``add_noise`` (so any
+quirk of it is reproduced, see below), and recorded next to it in
+``FeatureSet.info["timesteps"]`` (``index``, ``tau``, ``model_t`` = the value
+fed to the denoiser, ``alpha``, ``sigma``). For the reference settings
+(proven against the release's own code path by
+``tests/test_parity_diffusion.py``):
 
-* WAN2.1 (UniPC, flow sigmas, ``flow_shift = 3.0``): unshifted
-  ``s_i = 1 - i (1 - 1/N) / N`` (``linspace(1, 1/N, N+1)[:-1]``), shifted
-  ``sigma_i = 3 s_i / (1 + 2 s_i)``, ``alpha_i = 1 - sigma_i``,
-  ``model_t = timesteps[i]`` (UniPC stores ``1000 sigma_i`` as an integer: 502). Index 749: ``s = 0.25175``,
-  ``sigma = 0.50233`` -- the features are read at about half noise even
-  though the paper calls the setting "tau = 0.25".
-* CogVideoX / Aether (CogVideoX DDIM, ``trailing`` spacing): ``model_t =
+* WAN2.1 (UniPC, flow sigmas, ``flow_shift = 3.0``): ``sigma_i = 3 s_i / (1 + 2 s_i)``
+  with the unshifted ``s_i`` of the diffusers release in use, which changed in
+  diffusers 0.37 (see :mod:`vidprobe.backbones.wan`, setting ``flow_schedule``):
+  diffusers <= 0.36 ``s_i = (1 - 1/N)(1 - i/N)``, index 749 -> timestep 500,
+  ``sigma = 0.50100``; diffusers >= 0.37 ``s_i = 1 - i (1 - 1/N) / N``, index
+  749 -> timestep 502, ``sigma = 0.50233``. Either way the features are read at
+  about half noise although the paper calls the setting "tau = 0.25". UniPC
+  stores integer timesteps and its ``add_noise`` looks the sigma up by
+  timestep value, taking the *second* index when a value repeats (the
+  high-noise end repeats many; with diffusers >= 0.37 index 249 is noised
+  with sigma[250]).
+* CogVideoX / Aether (CogVideoX DDIM or DPM, ``trailing`` spacing): ``model_t =
   N - 1 - i`` (index 749 -> t = 250), ``alpha = sqrt(abar_t)``,
   ``sigma = sqrt(1 - abar_t)`` with the scheduler's own (SNR-shifted,
   zero-terminal-SNR) ``alphas_cumprod``.
@@ -41,7 +49,23 @@ the scheduler's and is recorded next to it in ``FeatureSet.info["timesteps"]``
 
 Noise is drawn on the CPU from ``torch.Generator`` seeded by
 ``noise_seed(seed, clip, index)``, so features are identical across runs and
-devices for a fixed seed.
+devices for a fixed seed. Other random draws of a clip (a posterior sample
+of a condition latent, Aether's reconstruction) use their own streams,
+``noise_seed(seed, clip, stream)`` with ``stream >= 1000``, so they never
+collide with a timestep's noise. (The release draws all of these unseeded.)
+
+Numerics settings (all off by default; the paper configs set the release's)
+-------------------------------------------------------------------------
+* ``resize``: the kernel of :func:`vidprobe.backbones.resize.resize_video`
+  (the release's pipelines use the diffusers video processor = ``pil-lanczos``).
+* ``autocast``: run the VAE and the denoiser under ``torch.autocast(dtype)`` and
+  noise the latents in the compute dtype (``scheduler.add_noise`` on
+  compute-dtype tensors), as the release's CogVideoX/Aether scripts do; off:
+  plain ``dtype`` weights, noising in float32.
+* ``condition_latent``: ``mode`` (posterior mean) or ``sample`` (a seeded
+  posterior sample, what the image-to-video pipelines' ``prepare_latents`` use)
+  for the VAE latents of a *condition* (the first-frame image of I2V models,
+  Aether's reconstruction input). The clean latents ``x_0`` are always the mean.
 
 Layers
 ------
@@ -52,8 +76,10 @@ here; the registered defaults use 21.
 
 Text condition
 --------------
-The empty prompt's embedding is computed once per (model id, revision) with
-the pipeline's own ``encode_prompt`` and cached as safetensors under
+The empty prompt's embedding is computed once per (model id, revision, text
+encoder dtype: the ``variant`` key; the release encodes it with T5 in fp16 for
+CogVideoX, fp32 for WAN and Aether) with the pipeline's own ``encode_prompt``
+and cached as safetensors under
 ``$VIDPROBE_CACHE`` (default ``~/.cache/vidprobe``)``/text_embeds``; the text
 encoder is loaded only when the cache misses and freed right after, so it
 never sits in GPU memory during extraction. ``text_embeds=PATH`` passes a
@@ -75,6 +101,7 @@ import torch
 
 from vidprobe.backbones.base import BackboneSpec, FeatureSet
 from vidprobe.backbones.common import (
+    check_kernel,
     check_video,
     drop_unused,
     resize_video,
@@ -84,6 +111,7 @@ from vidprobe.backbones.common import (
 )
 
 NUM_INFERENCE_STEPS = 1000
+CONDITION_LATENTS = ("mode", "sample")
 
 
 # ------------------------------------------------------------------ timesteps
@@ -155,6 +183,16 @@ def noise_seed(seed: int, clip: int, index: int) -> int:
     return (int(seed) * 1_000_003 + int(clip) * 10_007 + int(index)) % (2**63 - 1)
 
 
+#: noise streams of a clip other than the timesteps' (indices < 1000): never collide with them
+CONDITION_STREAM = 1000  # posterior sample of a condition latent (first-frame image)
+RECON_STREAM = 1001  # Aether's reconstruction: initial latents and the DPM steps' noise
+RECON_INPUT_STREAM = 1002  # Aether's reconstruction: posterior sample of its video condition
+
+
+def make_generator(seed: int) -> torch.Generator:
+    return torch.Generator(device="cpu").manual_seed(int(seed))
+
+
 def make_noise(shape: Sequence[int], seed: int) -> torch.Tensor:
     g = torch.Generator(device="cpu").manual_seed(int(seed))
     return torch.randn(tuple(shape), generator=g, dtype=torch.float32)
@@ -169,9 +207,12 @@ def _safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_") or "model"
 
 
-def text_cache_path(model_id: str, revision: str | None, cache_dir: str | Path | None = None) -> Path:
+def text_cache_path(
+    model_id: str, revision: str | None, cache_dir: str | Path | None = None, variant: str | None = None
+) -> Path:
+    """Cache file of a model's empty-prompt embedding; ``variant`` (e.g. the text encoder's dtype) keys it further."""
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "text_embeds"
-    key = f"{model_id}@{revision or 'main'}"
+    key = f"{model_id}@{revision or 'main'}" + (f"#{variant}" if variant else "")
     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
     return root / f"{_safe_name(key)}-{digest}.safetensors"
 
@@ -215,15 +256,17 @@ def empty_prompt_embeds(
     compute: Callable[[], torch.Tensor],
     cache_dir: str | Path | None = None,
     path: str | Path | None = None,
+    variant: str | None = None,
 ) -> torch.Tensor:
     """The empty prompt's embedding ``[1, L, D]`` (CPU): from ``path``, the disk cache, or ``compute()`` (then cached)."""
     if path is not None:
         return load_text_embeds(path)
-    cache = text_cache_path(model_id, revision, cache_dir)
+    cache = text_cache_path(model_id, revision, cache_dir, variant)
     if cache.is_file():
         return load_text_embeds(cache)
     emb = compute().detach().cpu()
-    save_tensor_atomic(cache, {"prompt_embeds": emb}, {"model_id": model_id, "revision": revision or "main", "prompt": ""})
+    meta = {"model_id": model_id, "revision": revision or "main", "prompt": "", "variant": variant or ""}
+    save_tensor_atomic(cache, {"prompt_embeds": emb}, meta)
     return emb
 
 
@@ -265,6 +308,9 @@ class DiffusionBackbone:
         revision: str | None = None,
         num_clips: int = 1,
         clip_frames: int | None = None,
+        resize: str = "bilinear",
+        autocast: bool = False,
+        condition_latent: str = "mode",
     ):
         self.spec = spec
         self.transformer = transformer
@@ -283,6 +329,12 @@ class DiffusionBackbone:
         self.model_id, self.revision = model_id, revision
         self.num_clips = int(num_clips)
         self.clip_frames = clip_frames
+        self.resize = check_kernel(resize, f"{spec.name}: resize")
+        self.autocast = bool(autocast)
+        if condition_latent not in CONDITION_LATENTS:
+            raise ValueError(f"{spec.name}: condition_latent must be one of {CONDITION_LATENTS}, got {condition_latent!r}")
+        self.condition_latent = condition_latent
+        self.current_clip = 0  # index of the clip being encoded (seeds its random streams)
         self.vae_calls = 0  # VAE encode calls (a test and a benchmark read it)
         self.forward_calls = 0
         # dtypes are set by the builders (from_pretrained(torch_dtype=...) keeps the modules a model
@@ -333,17 +385,38 @@ class DiffusionBackbone:
         else:
             yield self.vae
 
+    def amp(self):
+        """``torch.autocast(dtype)`` when the ``autocast`` setting is on (and the dtype is a half type), else a no-op."""
+        if self.autocast and self.dtype in (torch.float16, torch.bfloat16):
+            return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+        return contextlib.nullcontext()
+
+    def vae_latent_dist(self, x: torch.Tensor) -> Any:
+        """``x [B,3,F,H,W]`` in [-1,1] -> the VAE's posterior (``DiagonalGaussianDistribution``); one encode call."""
+        self.vae_calls += 1
+        with self.vae_on_device() as vae, self.amp():
+            out = vae.encode(x.to(device=self.device, dtype=self.vae_dtype))
+        return out.latent_dist if hasattr(out, "latent_dist") else out[0]
+
     def vae_encode(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B,3,F,H,W]`` in [-1,1] -> the posterior mean (``argmax``; deterministic, as the reference)."""
-        self.vae_calls += 1
-        with self.vae_on_device() as vae:
-            out = vae.encode(x.to(device=self.device, dtype=self.vae_dtype))
-        dist = out.latent_dist if hasattr(out, "latent_dist") else out[0]
+        dist = self.vae_latent_dist(x)
         return dist.mode() if hasattr(dist, "mode") else dist.mean
 
+    def condition_latent_of(self, dist: Any, stream: int = CONDITION_STREAM) -> torch.Tensor:
+        """A condition's latent from its posterior: the mean, or a sample seeded by (seed, current clip, stream)."""
+        if self.condition_latent == "mode":
+            return dist.mode() if hasattr(dist, "mode") else dist.mean
+        return dist.sample(generator=make_generator(noise_seed(self.seed, self.current_clip, stream)))
+
     def preprocess(self, video: torch.Tensor) -> torch.Tensor:
-        """``[T,3,H,W]`` in [0,1] -> ``[T,3,h,w]`` in [-1,1] at the input size (what the pipelines' video processor does)."""
-        x = resize_video(video.to(device=self.device, dtype=torch.float32), self.input_hw)
+        """``[T,3,H,W]`` in [0,1] -> ``[T,3,h,w]`` in [-1,1] at the input size, resized with the ``resize`` kernel.
+
+        With ``pil-lanczos`` this is what the diffusers ``VideoProcessor`` does to the
+        decoded frames (PIL Lanczos to (h, w), /255, 2x-1; no crop): proven by
+        ``tests/test_diffusion_backbones.py::test_pil_lanczos_preprocess_equals_diffusers_video_processor``.
+        """
+        x = resize_video(video.to(device=self.device, dtype=torch.float32), self.input_hw, self.resize)
         return (x * 2.0 - 1.0).clamp(-1.0, 1.0)
 
     def timestep_choices(self, timesteps: Sequence[int | float]) -> list[TimestepChoice]:
@@ -353,16 +426,22 @@ class DiffusionBackbone:
         return [resolve_timestep(self.scheduler, t) for t in ts]
 
     def noised(self, cl: ClipLatents, choice: TimestepChoice, clip_k: int) -> torch.Tensor:
+        """``x_t`` of clip ``clip_k``: the scheduler's ``add_noise`` in float32 (``autocast``: in the compute dtype)."""
         noise = make_noise(cl.latents.shape, noise_seed(self.seed, clip_k, choice.index))
-        x0 = cl.latents.float()
+        work = self.dtype if self.autocast else torch.float32
+        x0 = cl.latents.to(work)
         t = torch.tensor(choice.model_t, dtype=torch.float32)
-        xt = noise_latents(self.scheduler, x0, noise.to(x0.device), t.to(self.scheduler.timesteps.dtype))
+        xt = noise_latents(self.scheduler, x0, noise.to(x0.device, work), t.to(self.scheduler.timesteps.dtype))
         return xt.to(self.dtype)
 
     def encode(self, video: torch.Tensor) -> list[ClipLatents]:
         """VAE latents (and conditions) of every clip of ``video``: one encode per clip."""
         frames = self.preprocess(video)
-        return [self.encode_clip(frames[c]) for c in self.clips(video.shape[0])]
+        out = []
+        for k, c in enumerate(self.clips(video.shape[0])):
+            self.current_clip = k
+            out.append(self.encode_clip(frames[c]))
+        return out
 
     @torch.inference_mode()
     def extract(self, video, layers, timesteps=(749,), clip=None) -> FeatureSet:
@@ -377,7 +456,8 @@ class DiffusionBackbone:
             for choice in choices:
                 noisy = self.noised(cl, choice, k)
                 self.forward_calls += 1
-                toks = run_tapped(self.blocks, resolved, lambda: self.denoiser_forward(noisy, choice, cl))
+                with self.amp():
+                    toks = run_tapped(self.blocks, resolved, lambda: self.denoiser_forward(noisy, choice, cl))
                 for req, tok in toks.items():
                     parts.setdefault((req, choice.requested), []).append(tokens_to_grid(tok, *cl.grid).float().cpu())
         fi = self.frame_index(T)
@@ -396,6 +476,9 @@ class DiffusionBackbone:
             "seed": self.seed,
             "timesteps": [c.as_dict() for c in choices],
             "scheduler": type(self.scheduler).__name__,
+            "resize": self.resize,
+            "autocast": self.autocast,
+            "condition_latent": self.condition_latent,
         }
         return FeatureSet(maps=maps, frame_index=idx, info=info)
 

@@ -6,9 +6,9 @@ cached empty-prompt embedding), ``UniPCMultistepScheduler`` with flow sigmas
 and ``flow_shift = 3.0`` (the reference's 480p setting; see
 :mod:`vidprobe.backbones.diffusion` for the exact noise level of an index).
 
-* Latents: ``vae.encode(x).latent_dist.mode()``, then
-  ``(z - latents_mean) / latents_std`` with the VAE config's per-channel
-  statistics, exactly as ``WanPipeline`` / ``WanImageToVideoPipeline`` do.
+* Latents: ``vae.encode(x).latent_dist.mode()`` (= the mean the release
+  reads), then ``(z - latents_mean) * (1 / latents_std)`` with the VAE config's
+  per-channel statistics, as the release's ``OneStepWanPipeline`` computes it.
 * Layout: one clip of all frames (81 in the reference, padded to 4k+1 by
   repeating the last frame); frame ``t`` -> latent ``floor((t-1)/4)+1``,
   frame 0 -> latent 0. 832x480 -> 21 x 30 x 52 tokens.
@@ -18,6 +18,23 @@ and ``flow_shift = 3.0`` (the reference's 480p setting; see
   noised latents (16 + 4 + 16 = 36 input channels), and the CLIP image
   encoder's penultimate hidden states as ``encoder_hidden_states_image``.
   This second VAE call (and the CLIP call) happen once per clip too.
+
+Settings (build kwargs; defaults keep vidprobe's clean behaviour, the paper
+configs set the release's: ``dtype: fp32, resize: pil-lanczos, flow_schedule: legacy``):
+
+* ``resize``: frame resize kernel. The release feeds PIL frames to the
+  diffusers ``VideoProcessor`` (Lanczos, no crop) = ``pil-lanczos``.
+* ``dtype``: the release runs transformer and VAE in float32 (no autocast);
+  the VAE always runs in float32 here.
+* ``flow_schedule``: the UniPC flow-sigma schedule for ``set_timesteps(1000)``.
+  ``installed``: whatever the installed diffusers computes; ``legacy``: the
+  formula of diffusers <= 0.36, ``s_i = (1 - 1/N)(1 - i/N)`` (index 749 ->
+  timestep 500, sigma 0.50100); ``current``: diffusers >= 0.37 (2026-03),
+  ``s_i = 1 - i (1 - 1/N) / N`` with the first sigma lowered by 1e-6 (index
+  749 -> timestep 502, sigma 0.50233). The release pins no diffusers version;
+  the paper's features predate 0.37, so its configs use ``legacy``. Both are
+  computed here (not taken from the installed diffusers) and checked against
+  both diffusers releases by ``tests/test_parity_diffusion.py``.
 
 ``tiny=True`` builds the same diffusers classes at a tiny random config; the
 text encoder is then replaced by a seeded random embedding ``[1, 8, 32]``
@@ -30,6 +47,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import numpy as np
 import torch
 
 from vidprobe.backbones.base import BackboneSpec, MissingExtraError, register
@@ -41,13 +59,20 @@ from vidprobe.backbones.common import (
     seeded,
     vae4x_index,
 )
-from vidprobe.backbones.diffusion import ClipLatents, _cast, DiffusionBackbone, empty_prompt_embeds, vae4x_length
+from vidprobe.backbones.diffusion import (
+    ClipLatents,
+    DiffusionBackbone,
+    _cast,
+    empty_prompt_embeds,
+    vae4x_length,
+)
 
 REFERENCE_HW = (480, 832)
 REFERENCE_FRAMES = 81
 FLOW_SHIFT = 3.0
 DEFAULT_LAYER = 21  # the reference's 0-based block 20
 DEFAULT_INDEX = 749
+FLOW_SCHEDULES = ("installed", "legacy", "current")
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "wan2.1-t2v-1.3b": dict(model_id="Wan-AI/Wan2.1-T2V-1.3B-Diffusers", layers=30, dim=1536, i2v=False),
@@ -81,9 +106,51 @@ def _diffusers():
     return diffusers
 
 
+def flow_schedule(num_steps: int, num_train: int, shift: float, schedule: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """UniPC's flow-sigma schedule: (sigmas ``[num_steps + 1]`` float32 ending in 0, timesteps ``[num_steps]`` int64).
+
+    ``legacy`` (diffusers <= 0.36): unshifted ``s = flip(1 - linspace(1, 1/num_train, num_steps + 1))[:-1]``;
+    ``current`` (diffusers >= 0.37): ``s = linspace(1, 1/num_train, num_steps + 1)[:-1]`` and a first sigma
+    of exactly 1 lowered by 1e-6. Both shift ``sigma = shift s / (1 + (shift - 1) s)``; timesteps are
+    ``int64(sigma * num_train)`` (truncated), the final sigma is 0 (``final_sigmas_type="zero"``).
+    """
+    if schedule == "legacy":
+        s = 1.0 - np.linspace(1.0, 1.0 / num_train, num_steps + 1)
+        sig = np.flip(shift * s / (1.0 + (shift - 1.0) * s))[:-1].copy()
+    elif schedule == "current":
+        s = np.linspace(1.0, 1.0 / num_train, num_steps + 1)[:-1]
+        sig = shift * s / (1.0 + (shift - 1.0) * s)
+        if abs(sig[0] - 1.0) < 1e-6:
+            sig[0] -= 1e-6
+    else:
+        raise ValueError(f"flow_schedule must be one of {FLOW_SCHEDULES[1:]} here, got {schedule!r}")
+    timesteps = torch.from_numpy(sig * num_train).to(torch.int64)
+    sigmas = torch.from_numpy(np.concatenate([sig, [0.0]]).astype(np.float32))
+    return sigmas, timesteps
+
+
+def apply_flow_schedule(scheduler: Any, schedule: str) -> Any:
+    """Replace a prepared UniPC scheduler's sigmas/timesteps by ``schedule``'s (``installed``: leave them)."""
+    if schedule not in FLOW_SCHEDULES:
+        raise ValueError(f"flow_schedule must be one of {FLOW_SCHEDULES}, got {schedule!r}")
+    if schedule == "installed":
+        return scheduler
+    cfg = scheduler.config
+    if not getattr(cfg, "use_flow_sigmas", False) or getattr(cfg, "use_dynamic_shifting", False):
+        raise ValueError(f"flow_schedule={schedule!r} needs a UniPC scheduler with static flow sigmas")
+    if getattr(cfg, "final_sigmas_type", "zero") != "zero" or getattr(cfg, "shift_terminal", None):
+        raise ValueError(f"flow_schedule={schedule!r}: only final_sigmas_type='zero' without shift_terminal")
+    n = len(scheduler.timesteps)
+    scheduler.sigmas, scheduler.timesteps = flow_schedule(n, int(cfg.num_train_timesteps), float(cfg.flow_shift), schedule)
+    return scheduler
+
+
 class WanBackbone(DiffusionBackbone):
-    def __init__(self, *args, i2v: bool = False, image_encoder=None, image_processor=None, **kw):
+    def __init__(self, *args, i2v: bool = False, image_encoder=None, image_processor=None,
+                 flow_schedule: str = "installed", **kw):
         super().__init__(*args, **kw)
+        self.flow_schedule = flow_schedule
+        apply_flow_schedule(self.scheduler, flow_schedule)
         self.i2v = i2v
         self.image_encoder = image_encoder
         self.image_processor = image_processor
@@ -102,7 +169,8 @@ class WanBackbone(DiffusionBackbone):
         return vae4x_index(T)
 
     def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
-        return (z.float() - self._mean.to(z.device)) / self._std.to(z.device)
+        """``(z - mean) * (1 / std)`` in float32 (the reciprocal first, as the release computes it)."""
+        return (z.float() - self._mean.to(z.device)) * (1.0 / self._std.to(z.device))
 
     def encode_clip(self, frames: torch.Tensor) -> ClipLatents:
         x = frames.permute(1, 0, 2, 3)[None]  # [1,3,F,H,W]
@@ -160,7 +228,7 @@ class WanBackbone(DiffusionBackbone):
         if self.i2v:
             x = torch.cat([noisy, cl.cond["condition"].to(noisy.dtype)], dim=1)
             kw["encoder_hidden_states_image"] = cl.cond["image_embeds"].to(self.device, self.dtype)
-        t = torch.tensor([choice.model_t], device=self.device)
+        t = torch.tensor([int(round(choice.model_t))], dtype=torch.long, device=self.device)  # UniPC's int64 timestep
         return self.transformer(
             hidden_states=x, timestep=t, encoder_hidden_states=self.text_embeds.to(self.device, self.dtype),
             return_dict=False, **kw,
@@ -208,8 +276,13 @@ def build(
     text_embeds: str | None = None,
     cache_dir: str | None = None,
     tiny_layers: int = 3,
+    resize: str = "bilinear",
+    flow_schedule: str = "installed",
 ) -> WanBackbone:
-    """A WAN2.1 backbone: hub weights (``model_id`` = hub id or local diffusers folder) or ``tiny`` random."""
+    """A WAN2.1 backbone: hub weights (``model_id`` = hub id or local diffusers folder) or ``tiny`` random.
+
+    ``resize`` and ``flow_schedule``: see the module docstring (the paper configs: ``pil-lanczos``, ``legacy``).
+    """
     d = _diffusers()
     arch = VARIANTS[variant]
     dev = resolve_device(device)
@@ -230,7 +303,10 @@ def build(
         transformer = d.WanTransformer3DModel.from_pretrained(mid, subfolder="transformer", revision=revision, torch_dtype=dt)
         vae = d.AutoencoderKLWan.from_pretrained(mid, subfolder="vae", revision=revision, torch_dtype=torch.float32)
         scheduler = make_scheduler(mid, revision)
-        emb = empty_prompt_embeds(mid, revision, lambda: compute_empty_prompt(mid, revision, dev, dt), cache_dir, text_embeds)
+        emb = empty_prompt_embeds(
+            mid, revision, lambda: compute_empty_prompt(mid, revision, dev, dt), cache_dir, text_embeds,
+            variant=f"umt5-{str(dt).replace('torch.', '')}",
+        )
         if i2v:
             from transformers import CLIPImageProcessor, CLIPVisionModel
 
@@ -240,7 +316,8 @@ def build(
     return WanBackbone(
         spec, transformer, vae, scheduler, emb, hw, dev, dt,
         vae_dtype=torch.float32, seed=seed, offload=offload, model_id=mid, revision=revision,
-        i2v=i2v, image_encoder=image_encoder, image_processor=image_processor,
+        i2v=i2v, image_encoder=image_encoder, image_processor=image_processor, resize=resize,
+        flow_schedule=flow_schedule,
     )
 
 

@@ -249,4 +249,83 @@ METRIC_ROWS = [
             "deviation", reason="a video-level split cannot follow a set list that puts one sequence on both sides"),
 ]
 
-ROWS: list[Setting] = [*LABEL_ROWS, *PROBE_ROWS, *METRIC_ROWS, *VJEPA_ROWS, *DINO_ROWS, *FAST3R_ROWS, *OPENSORA_ROWS]
+_PD = "tests/test_parity_diffusion.py"
+_DB = "tests/test_diffusion_backbones.py"
+_AE = "tests/test_aether.py"
+_FM = "tests/test_fullsize_meta.py::test_paper_config_taps_the_reference_block"
+
+
+def _wan_rows(model: str, c: int, blocks: int) -> list[Setting]:
+    return [
+        Setting(model, "frames", "frames", "81, one clip (frame t -> latent floor((t-1)/4)+1)", "81, one clip",
+                "identical", f"{_DB}::test_wan_frame_index_reference_layout"),
+        Setting(model, "resize", "resize", "diffusers VideoProcessor on PIL frames = PIL Lanczos to 832x480, no crop",
+                "`resize: pil-lanczos`", "identical", f"{_DB}::test_pil_lanczos_preprocess_equals_diffusers_video_processor"),
+        Setting(model, "normalisation", "latent normalisation", "[-1, 1] frames; (z - mean) * (1 / std)", "same",
+                "identical", f"{_PD}::test_wan_feature_pass_inputs_match_release"),
+        Setting(model, "scheduler", "UniPC schedule at index 749", "shift 3.0, 1000 steps: timestep 500 / sigma 0.50100 "
+                "with diffusers <= 0.36, 502 / 0.50233 with >= 0.37 (the release pins no version)",
+                "`flow_schedule: legacy` (500 / 0.50100); `current` selectable", "unknown",
+                reason="the release pins no diffusers; the paper (Dec 2025) predates 0.37 (Mar 2026), so legacy is assumed"),
+        Setting(model, "scheduler", "noise", "add_noise with unseeded randn", "same formula, seeded per (seed, clip, index)",
+                "deviation", reason="reproducible per video"),
+        Setting(model, "dtype", "compute dtype", "transformer and VAE fp32, no autocast", "`dtype: fp32`", "identical",
+                f"{_PD}::test_wan_feature_pass_inputs_match_release"),
+        Setting(model, "conditioning", "text", "empty prompt, UMT5 in fp32", "same, cached per dtype", "unknown",
+                reason="the real text encoder cannot be run here; the fixture feeds a seeded embedding"),
+        Setting(model, "block", "block and tensor read", f"blocks[20] output (0-based, of {blocks})",
+                "layer 21 (hook on blocks[20], early stop)", "identical", _FM),
+        Setting(model, "block", "grid / channels", f"21x30x52, C={c}", f"21x30x52x{c}", "identical", _FM),
+    ]
+
+
+COG = "CogVideoX"
+COG_ROWS = [
+    Setting(COG, "frames", "frames, DL3DV", "97 = 2 interleaved clips of 49 sharing frame 0", "same", "identical",
+            f"{_PD}::test_interleaved_clips_match_release"),
+    Setting(COG, "frames", "frames, CO3D", "requires 97 frames and raises on CO3D's 81", "2 x 41 (the whole video)",
+            "deviation", reason="the release cannot run on CO3D; query frames < 76 keep their clip and latent position"),
+    Setting(COG, "resize", "resize", "VideoProcessor = PIL Lanczos to 720x480", "`resize: pil-lanczos`", "identical",
+            f"{_DB}::test_pil_lanczos_preprocess_equals_diffusers_video_processor"),
+    Setting(COG, "conditioning", "image condition", "first-frame posterior sample x 0.7, zero-padded, after x_t",
+            "`condition_latent: sample` (seeded)", "identical", f"{_PD}::test_cogvideox_i2v_feature_pass_inputs_match_release"),
+    Setting(COG, "scheduler", "DDIM at index 749", "timestep 250 (alpha_bar 0.65246)", "same", "identical",
+            f"{_PD}::test_cogvideox_i2v_feature_pass_inputs_match_release"),
+    Setting(COG, "dtype", "compute dtype", "fp16 weights under fp16 autocast, noising in fp16",
+            "`dtype: fp16, autocast: true`", "unknown", reason="read from the code; fp16 autocast numerics need a GPU"),
+    Setting(COG, "block", "block and tensor read", "transformer_blocks[20] hidden states (video tokens)", "layer 21",
+            "identical", _FM),
+    Setting(COG, "block", "grid / channels", "13x30x45 per clip, C=3072", "13x30x45x3072 per clip", "identical", _FM),
+]
+
+AE = "Aether"
+AETHER_ROWS = [
+    Setting(AE, "frames", "frames", "81 = 2 clips of 41", "same", "identical", f"{_PD}::test_interleaved_clips_match_release"),
+    Setting(AE, "conditioning", "latent / condition channels", "56 = rgb 16 | disparity 16 | raymap 24; condition "
+            "40 = image latent 16 | camera 24 (zeros)", "same (the clean first-frame latent at inputs 56-71; was 48-63)",
+            "identical", f"{_AE}::test_clean_first_frame_latent_sits_at_input_channels_56_to_71"),
+    Setting(AE, "conditioning", "geometry latents", "Aether's own 4-step reconstruction (CogVideoXDPMScheduler, "
+            "guidance 1, fps 8), unseeded", "`geometry: reconstruct`, seeded", "identical",
+            f"{_PD}::test_aether_reconstruction_matches_release_end_to_end"),
+    Setting(AE, "VAE", "VAE", "bf16, slicing + tiling, mean for x0, sample for conditions",
+            "`vae_tiling: true, condition_latent: sample`", "identical", f"{_PD}::test_aether_feature_pass_inputs_match_release"),
+    Setting(AE, "scheduler", "noise at index 749", "DPM add_noise, timestep 250", "DDIM add_noise (identical numbers)",
+            "identical", f"{_PD}::test_aether_feature_pass_inputs_match_release"),
+    Setting(AE, "dtype", "compute dtype", "bf16 under bf16 autocast; T5 in fp32", "`dtype: bf16, autocast: true`",
+            "unknown", reason="read from the code; bf16 autocast numerics need a GPU"),
+    Setting(AE, "block", "block and tensor read", "transformer_blocks[20]", "layer 21", "identical", _FM),
+    Setting(AE, "block", "grid / channels", "11 latent frames per clip, C=3072", "11x30x45x3072 per clip", "identical", _FM),
+    Setting(AE, "block", "architecture fields besides the channels", "AetherV1 transformer config.json",
+            "CogVideoX-5B-I2V's, 56 out / 96 in", "unknown", reason="Aether's config.json cannot be read offline"),
+]
+
+GRID_ROWS = [
+    Setting("V-JEPA", "block", "grid / channels", "5 clips of 16 -> 8x30x52, C=1280", "8x30x52x1280 per clip",
+            "identical", _FM),
+    Setting("DINOv2", "block", "grid / channels", "30x52, C=1024 per frame", "30x52x1024", "identical", _FM),
+    Setting("Fast3R", "block", "grid / channels", "18x32, C=1024", "18x32x1024", "identical", _FM),
+    Setting(OS, "block", "grid / channels", "21x30x53, C=3072", "21x30x53x3072", "identical", _FM),
+]
+
+ROWS: list[Setting] = [*LABEL_ROWS, *PROBE_ROWS, *METRIC_ROWS, *_wan_rows("WAN2.1-14B", 5120, 40),
+                       *_wan_rows("WAN2.1-1.3B", 1536, 30), *COG_ROWS, *AETHER_ROWS, *GRID_ROWS, *VJEPA_ROWS, *DINO_ROWS, *FAST3R_ROWS, *OPENSORA_ROWS]

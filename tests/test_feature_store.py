@@ -129,7 +129,7 @@ def test_partial_read_counts_only_needed_bytes(tmp_path, monkeypatch):
         asked.append((offset, k))
         return k
 
-    monkeypatch.setattr(st, "_pread", counting)
+    monkeypatch.setattr("vidprobe.features.byte_ranges._pread", counting)  # the reader's one pread
     s = FeatureStore(tmp_path)
     per_map = H * W * C * 2
     frames = [0, 21, 41, 61]  # the reference sampler: frame 0 + 3 frames at 1+4k -> 4 distinct maps
@@ -177,7 +177,7 @@ def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
         fh.write(bytes(memoryview(data)[: len(data) // 2]))
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(st, "_write_all", disk_full)
+    monkeypatch.setattr("vidprobe.atomic.write_all", disk_full)  # the one atomic writer's write
     with pytest.raises(OSError, match="No space"):
         write(tmp_path, f=feats(seed=1))
     assert path.read_bytes() == before

@@ -15,24 +15,18 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from filelock import FileLock, Timeout
 
-from vidprobe.features.store import (
-    LOCK_DIR,
-    FeatureStore,
-    FeatureStoreError,
-    Key,
-    dtype_name,
-    key_dirname,
-    prepare_store,
-    store_settings,
-    tau_of,
-    video_filename,
-    write_feature_file,
-)
+from vidprobe.features.file_format import write_feature_file
+from vidprobe.features.layout import LOCK_DIR, FeatureStoreError, Key, dtype_name, key_dirname, tau_of, video_filename
+from vidprobe.features.manifest import prepare_store, store_settings
+from vidprobe.features.store import FeatureStore
+
+if TYPE_CHECKING:
+    from vidprobe.data.clip import Clip
 
 log = logging.getLogger("vidprobe.features")
 
@@ -117,35 +111,115 @@ def _source_name(dataset) -> str:
     return f"{getattr(dataset, 'name', type(dataset).__name__)}:{getattr(dataset, 'root', '')}"
 
 
-def extract_dataset(
-    backbone_name,
-    dataset,
-    out: str | Path,
-    layers: Sequence[int],
-    timesteps: Sequence[int | None] = (None,),
-    dtype: str = "fp16",
-    shard: tuple[int, int] | None = None,
-    backbone_kwargs: dict[str, Any] | None = None,
-    progress: bool = True,
-    *,
-    split: str | None = None,
-    videos: Sequence[str] | None = None,
-    max_videos: int | None = None,
-    num_frames: int | None = None,
-    fail_fast: int = 3,
-) -> ExtractSummary:
-    """Extract features of every video of ``dataset`` (this shard's part) into the store at ``out``.
+@dataclass
+class _Extraction:
+    """One extraction run: what is fixed for every video, and the state carried from one video to the next.
 
-    backbone_name   registered name (instantiated lazily, only if some video needs work) or a Backbone instance
-    dataset         a VideoDataset, or a path opened with ``vidprobe.data.open.open_dataset``
-    layers, timesteps   every (layer, timestep) pair is written; timesteps ``(None,)`` for non-diffusion models
-    shard           (i, n): take every n-th video starting at i; default from RANK/WORLD_SIZE, else (0, 1)
-    max_videos      use only the first K videos (sorted ids) before sharding
-    num_frames      feed only the first K frames of each video (default: all frames)
-    fail_fast       abort when this many videos in a row fail inside the model before any succeeds
-                    (a wrong setting, not a broken video)
+    ``backbone`` is built from ``factory(**kwargs)`` only when a video needs
+    work; ``model_failures`` counts videos that failed inside the model.
     """
-    t0 = time.perf_counter()
+
+    dataset: Any
+    out: Path
+    layers: list[int]
+    timesteps: list[int | None]
+    keys: list[Key]
+    dtype: str
+    spec: Any
+    factory: Any
+    kwargs: dict[str, Any]
+    backbone: Any
+    source: str
+    store: FeatureStore
+    lock_dir: Path
+    num_frames: int | None
+    fail_fast: int
+    summary: ExtractSummary
+    model_failures: int = 0
+
+    def missing_keys(self, vid: str) -> list[Key]:
+        return [k for k in self.keys if not self.store.is_valid(vid, *k)]
+
+    def video(self, vid: str) -> None:
+        """Extract one video unless it is done, locked by another process or broken (then skip and count)."""
+        try:
+            fname = video_filename(vid)
+        except FeatureStoreError as e:
+            _skip(self.summary, vid, str(e))
+            return
+        if not self.missing_keys(vid):
+            self.summary.already_present.append(vid)
+            return
+        lock = FileLock(str(self.lock_dir / (fname + ".lock")), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            _skip(self.summary, vid, LOCKED, level=logging.INFO)
+            return
+        try:
+            self._locked(vid, fname)
+        finally:
+            lock.release()
+
+    def _locked(self, vid: str, fname: str) -> None:
+        """The work on one video while holding its lock: load, run the model, write every missing key."""
+        todo = self.missing_keys(vid)  # re-check under the lock: another process may have finished it
+        if not todo:
+            self.summary.already_present.append(vid)
+            return
+        _remove_stale_temps(self.out, self.keys, fname)  # left by a killed run; safe: we hold this video's lock
+        try:
+            nf = self.dataset.num_frames(vid)
+            frames = None if self.num_frames is None or self.num_frames >= nf else list(range(self.num_frames))
+            clip = self.dataset.load(vid, frames)
+        except Exception as e:  # noqa: BLE001 - a broken video is skipped and counted
+            _skip(self.summary, vid, f"load error: {type(e).__name__}: {e}")
+            return
+        fs, problem = self._features(clip)
+        if problem:
+            _skip(self.summary, vid, problem)
+            return
+        try:
+            written = self._write(vid, fname, todo, fs)
+        except FeatureStoreError as e:  # non-finite features: a broken video, not a broken run
+            _skip(self.summary, vid, str(e))
+            return
+        self.summary.bytes_written += written
+        self.summary.done.append(vid)
+
+    def _features(self, clip: Clip) -> tuple[Any, str | None]:
+        """``(FeatureSet, None)``, or ``(None, reason)``; aborts when the first ``fail_fast`` videos all fail."""
+        if self.backbone is None:
+            self.backbone = self.factory(**self.kwargs)
+        fs = None
+        try:
+            with torch.inference_mode():
+                fs = self.backbone.extract(clip.images, self.layers, self.timesteps, clip=clip)
+            problem = _check_featureset(fs, self.keys, clip.images.shape[0])
+        except Exception as e:  # noqa: BLE001
+            problem = f"extract error: {type(e).__name__}: {e}"
+            self.model_failures += 1
+            if self.fail_fast and self.model_failures >= self.fail_fast and not self.summary.done:
+                raise RuntimeError(
+                    f"the first {self.model_failures} videos all failed inside the model; last error: {problem}"
+                ) from e
+        return fs, problem
+
+    def _write(self, vid: str, fname: str, todo: list[Key], fs) -> int:
+        """Write one file per key in ``todo``; returns the bytes written."""
+        spec = self.spec
+        meta_base = {"video_id": vid, "source": self.source, "backbone": spec.name, "frame_layout": spec.frame_layout}
+        written = 0
+        for layer, t in todo:
+            meta = dict(meta_base, layer=str(layer), timestep="none" if t is None else str(t), tau=str(tau_of(t)))
+            path = self.out / key_dirname(layer, t) / fname
+            written += write_feature_file(path, fs.maps[(layer, t)], fs.frame_index, meta, self.dtype)
+        return written
+
+
+def _prepare(*, backbone_name, dataset, out, layers, timesteps, dtype, shard, backbone_kwargs, split, videos, max_videos,
+             num_frames, fail_fast) -> tuple[_Extraction, list[str]]:
+    """Check the arguments, create (or check) the store, and pick this shard's videos (sorted)."""
     if isinstance(dataset, (str, Path)):
         from vidprobe.data.open import open_dataset
 
@@ -188,9 +262,46 @@ def extract_dataset(
         all_videos = all_videos[: max(0, int(max_videos))]
     mine = shard_videos(all_videos, (i, n))
     summary = ExtractSummary(shard=(i, n), total=len(mine))
+    job = _Extraction(dataset=dataset, out=out, layers=layers, timesteps=timesteps, keys=keys, dtype=dt, spec=spec,
+                      factory=factory, kwargs=kwargs, backbone=backbone, source=source, store=store, lock_dir=lock_dir,
+                      num_frames=num_frames, fail_fast=fail_fast, summary=summary)
+    return job, mine
 
-    def missing_keys(vid: str) -> list[Key]:
-        return [k for k in keys if not store.is_valid(vid, *k)]
+
+def extract_dataset(
+    backbone_name,
+    dataset,
+    out: str | Path,
+    layers: Sequence[int],
+    timesteps: Sequence[int | None] = (None,),
+    dtype: str = "fp16",
+    shard: tuple[int, int] | None = None,
+    backbone_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
+    *,
+    split: str | None = None,
+    videos: Sequence[str] | None = None,
+    max_videos: int | None = None,
+    num_frames: int | None = None,
+    fail_fast: int = 3,
+) -> ExtractSummary:
+    """Extract features of every video of ``dataset`` (this shard's part) into the store at ``out``.
+
+    backbone_name   registered name (instantiated lazily, only if some video needs work) or a Backbone instance
+    dataset         a VideoDataset, or a path opened with ``vidprobe.data.open.open_dataset``
+    layers, timesteps   every (layer, timestep) pair is written; timesteps ``(None,)`` for non-diffusion models
+    shard           (i, n): take every n-th video starting at i; default from RANK/WORLD_SIZE, else (0, 1)
+    max_videos      use only the first K videos (sorted ids) before sharding
+    num_frames      feed only the first K frames of each video (default: all frames)
+    fail_fast       abort when this many videos in a row fail inside the model before any succeeds
+                    (a wrong setting, not a broken video)
+    """
+    t0 = time.perf_counter()
+    job, mine = _prepare(backbone_name=backbone_name, dataset=dataset, out=out, layers=layers, timesteps=timesteps,
+                         dtype=dtype, shard=shard, backbone_kwargs=backbone_kwargs, split=split, videos=videos,
+                         max_videos=max_videos, num_frames=num_frames, fail_fast=fail_fast)
+    summary = job.summary
+    i, n = summary.shard
 
     from tqdm.auto import tqdm
 
@@ -199,71 +310,14 @@ def extract_dataset(
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         redirect = logging_redirect_tqdm()
-    bar = tqdm(total=len(mine), desc=f"extract {spec.name} [{i}/{n}]", unit="video", disable=not progress, dynamic_ncols=True)
-    model_failures = 0
+    bar = tqdm(total=len(mine), desc=f"extract {job.spec.name} [{i}/{n}]", unit="video", disable=not progress,
+               dynamic_ncols=True)
     stack = contextlib.ExitStack()
     stack.enter_context(redirect)
     try:
         for vid in mine:
             try:
-                try:
-                    fname = video_filename(vid)
-                except FeatureStoreError as e:
-                    _skip(summary, vid, str(e))
-                    continue
-                if not missing_keys(vid):
-                    summary.already_present.append(vid)
-                    continue
-                lock = FileLock(str(lock_dir / (fname + ".lock")), timeout=0)
-                try:
-                    lock.acquire()
-                except Timeout:
-                    _skip(summary, vid, LOCKED, level=logging.INFO)
-                    continue
-                try:
-                    todo = missing_keys(vid)  # re-check under the lock: another process may have finished it
-                    if not todo:
-                        summary.already_present.append(vid)
-                        continue
-                    _remove_stale_temps(out, keys, fname)  # left by a killed run; safe: we hold this video's lock
-                    try:
-                        nf = dataset.num_frames(vid)
-                        frames = None if num_frames is None or num_frames >= nf else list(range(num_frames))
-                        clip = dataset.load(vid, frames)
-                    except Exception as e:  # noqa: BLE001 - a broken video is skipped and counted
-                        _skip(summary, vid, f"load error: {type(e).__name__}: {e}")
-                        continue
-                    if backbone is None:
-                        backbone = factory(**kwargs)
-                    try:
-                        with torch.inference_mode():
-                            fs = backbone.extract(clip.images, layers, timesteps, clip=clip)
-                        T = clip.images.shape[0]
-                        problem = _check_featureset(fs, keys, T)
-                    except Exception as e:  # noqa: BLE001
-                        problem = f"extract error: {type(e).__name__}: {e}"
-                        model_failures += 1
-                        if fail_fast and model_failures >= fail_fast and not summary.done:
-                            raise RuntimeError(
-                                f"the first {model_failures} videos all failed inside the model; last error: {problem}"
-                            ) from e
-                    if problem:
-                        _skip(summary, vid, problem)
-                        continue
-                    meta_base = {"video_id": vid, "source": source, "backbone": spec.name, "frame_layout": spec.frame_layout}
-                    written = 0
-                    try:
-                        for layer, t in todo:
-                            meta = dict(meta_base, layer=str(layer), timestep="none" if t is None else str(t), tau=str(tau_of(t)))
-                            path = out / key_dirname(layer, t) / fname
-                            written += write_feature_file(path, fs.maps[(layer, t)], fs.frame_index, meta, dt)
-                    except FeatureStoreError as e:  # non-finite features: a broken video, not a broken run
-                        _skip(summary, vid, str(e))
-                        continue
-                    summary.bytes_written += written
-                    summary.done.append(vid)
-                finally:
-                    lock.release()
+                job.video(vid)
             finally:
                 bar.update(1)
                 bar.set_postfix(done=len(summary.done), present=len(summary.already_present), skipped=len(summary.skipped))

@@ -26,9 +26,7 @@ What cannot run on meta, and what stands in for it (marked again where it happen
 * the noised latents are ``torch.empty_like(x_0)``: ``add_noise`` is elementwise, and UniPC's looks its sigma up with
   ``nonzero()``, which meta cannot run;
 * autocast is off (meta has none; it changes dtypes, not shapes); Aether's optional reconstruction pass (four more
-  full-depth passes whose output has the shape of the zeros it replaces) is off;
-* ``vit3d.RoPE2D`` sizes its table by ``int(positions.max())``, a value: on meta it is the identity (RoPE keeps the
-  shape), for Fast3R and VGGT.
+  full-depth passes whose output has the shape of the zeros it replaces) is off.
 """
 
 from __future__ import annotations
@@ -43,7 +41,7 @@ import torch
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 
-from vidprobe.backbones import aether, cogvideox, dinov2, fast3r, vggt, vit3d, vjepa, wan  # noqa: E402
+from vidprobe.backbones import aether, cogvideox, dinov2, fast3r, vggt, vjepa, wan  # noqa: E402
 from vidprobe.backbones import opensora as osr  # noqa: E402
 from vidprobe.backbones import fullsize as fs  # noqa: E402
 from vidprobe.backbones.base import registry  # noqa: E402
@@ -51,7 +49,7 @@ from vidprobe.backbones.diffusion import _cast  # noqa: E402
 from vidprobe.backbones.common import (  # noqa: E402
     LAST, both_or_neither, resolve_dtype, resolve_layers, run_tapped, tokens_to_grid,
 )
-from vidprobe.sweep import load_sweep, plan_cells  # noqa: E402
+from vidprobe.pipeline.sweep import load_sweep, plan_cells  # noqa: E402
 
 META = torch.device("meta")
 FRAME_HW = (540, 960)  # protocol.md, Data: CO3Dv2 resized to 960x540; DL3DV images_4 (960x540)
@@ -154,17 +152,6 @@ def text(tokens: int, dim: int) -> torch.Tensor:
 
 def meta_video(T: int) -> torch.Tensor:
     return torch.empty(T, 3, *FRAME_HW, device=META)
-
-
-@pytest.fixture
-def meta_rope(monkeypatch):
-    """``RoPE2D`` reads ``int(positions.max())``, a value meta tensors lack: on meta it is the identity (same shape)."""
-    forward = vit3d.RoPE2D.forward
-
-    def meta_forward(self, tokens, positions):
-        return tokens if positions.is_meta else forward(self, tokens, positions)
-
-    monkeypatch.setattr(vit3d.RoPE2D, "forward", meta_forward)
 
 
 # ------------------------------------------------------------- meta builds
@@ -306,7 +293,7 @@ def test_every_table_model_has_a_paper_config():
 
 
 @pytest.mark.parametrize("name,kwargs,num_frames,layer,timestep", paper_cases())
-def test_paper_config_taps_the_reference_block(name, kwargs, num_frames, layer, timestep, meta_rope):
+def test_paper_config_taps_the_reference_block(name, kwargs, num_frames, layer, timestep):
     reading = PROTOCOL[name]
     spec = registry()[name][0]
     assert layer == reading.layer, f"{name}: the paper config reads layer {layer}, the reference layer {reading.layer}"
@@ -342,7 +329,7 @@ def test_paper_config_taps_the_reference_block(name, kwargs, num_frames, layer, 
         assert not spy.is_output_of(toks[lay], reading.module), f"{name}: layer {lay} reads {reading.module} too"
 
 
-def test_vggt_default_layer_taps_the_last_aggregator_block(meta_rope):
+def test_vggt_default_layer_taps_the_last_aggregator_block():
     """VGGT-1B (registered as a backbone, not in the table): layer -1 = block 24's ``frame || global`` patch tokens.
 
     960x540 frames -> VGGT's crop preprocessing 518x294 -> 21 x 37 patches; C = 2 x 1024 (upstream's aggregator

@@ -266,12 +266,12 @@ def test_camera_refinement_inputs_are_detached():
     assert len(out["pose_enc_list"]) == 4
     # the empty-pose embedding feeds step 0 only; later steps see step 0's estimate detached
     out["pose_enc_list"][-1].sum().backward()
-    g = model.camera_head.empty_pose.grad
+    g = model.camera_head.empty_pose_tokens.grad
     assert g is None or torch.count_nonzero(g) == 0
     model.zero_grad()
     out = model(feats)
     out["pose_enc_list"][0].sum().backward()
-    assert torch.count_nonzero(model.camera_head.empty_pose.grad) > 0
+    assert torch.count_nonzero(model.camera_head.empty_pose_tokens.grad) > 0
 
 
 # ------------------------------------------------------------------- gradient checkpointing

@@ -26,13 +26,15 @@ to q's dtype (Liger's kernel); the bf16 end-to-end run of the fixture agrees.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vidprobe.nn import rope as nn_rope
+from vidprobe.nn.rope import axial_rope_tables
 
 PATCH = 2
 
@@ -74,23 +76,12 @@ def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 1000
     return emb.to(t.dtype) if torch.is_floating_point(t) else emb
 
 
-def rope_cos_sin(ids: torch.Tensor, axes_dim: Sequence[int], theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``ids [B,L,n_axes]`` -> rotate-half ``cos, sin [B,1,L,D]`` in fp32 (per-axis angles concatenated, repeated twice)."""
-    angles = []
-    for i, d in enumerate(axes_dim):
-        omega = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float32, device=ids.device) / d))
-        angles.append(ids[..., i].float()[..., None] * omega)
-    a = torch.cat(angles, dim=-1)  # [B, L, D/2]
-    cos, sin = a.cos().repeat(1, 1, 2), a.sin().repeat(1, 1, 2)
-    return cos[:, None], sin[:, None]
+rope_cos_sin = axial_rope_tables  # ``ids [B,L,3]`` -> rotate-half ``cos, sin [B,1,L,D]`` in fp32 (:mod:`vidprobe.nn.rope`)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """``x [B,H,L,D]``: ``x cos + rotate_half(x) sin`` (Liger / LLaMA layout), computed in fp32, cast back."""
-    xf = x.float()
-    x1, x2 = xf.chunk(2, dim=-1)
-    rot = torch.cat([-x2, x1], dim=-1)
-    return (xf * cos + rot * sin).to(x.dtype)
+    return nn_rope.apply_rope(x, cos, sin, chunks=1, fp32=True)
 
 
 def attention(q, k, v, pe) -> torch.Tensor:
@@ -165,7 +156,9 @@ class SelfAttention(nn.Module):
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
 
+# Copied from vidprobe.nn.vit.Mlp (the checkpoint names the layers img_mlp.0 / img_mlp.2, a Sequential; tanh GELU)
 def _mlp(dim: int, hidden: int) -> nn.Sequential:
+    """``Linear(dim, hidden)``, tanh GELU, ``Linear(hidden, dim)``: :class:`vidprobe.nn.vit.Mlp` with ``approximate="tanh"``."""
     return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
 
 

@@ -1,21 +1,20 @@
-"""Compact ViT pieces shared by the own Fast3R and VGGT implementations.
+"""Checkpoint loading for the own VGGT and Fast3R implementations.
 
 Neither model is on PyPI (no installable ``vggt`` / ``fast3r`` package), so
-vidprobe carries small implementations whose parameter names and shapes match
-the official checkpoints (see ``tests/fixtures/*_keys.json``). This module
-holds what both use:
+vidprobe carries small implementations (:mod:`vidprobe.backbones.model_vggt`,
+:mod:`vidprobe.backbones.model_fast3r`, built from :mod:`vidprobe.nn`) whose
+parameter names and shapes match the official checkpoints (see
+``tests/fixtures/*_keys.json``). This module reads and loads them:
 
-* :class:`RoPE2D` -- 2D rotary embedding: the head dimension is split in two
-  halves, the first rotated by the token's row (y), the second by its column
-  (x); each half uses ``inv_freq = base^(-2i/d)`` with the angles concatenated
-  twice and the "rotate half" convention. Same rule in CroCo/Fast3R and VGGT.
-* :class:`Attention`, :class:`Mlp`, :class:`LayerScale`, :class:`Block` -- the
-  pre-norm timm/DINOv2-style block (``norm1, attn.qkv, attn.q_norm,
-  attn.k_norm, attn.proj, ls1.gamma, norm2, mlp.fc1, mlp.fc2, ls2.gamma``).
-* :func:`grid_positions` -- (y, x) integer positions of a token grid.
+* :func:`resolve_checkpoint` -- a checkpoint file from a local file, a local
+  directory or a hub id;
 * :func:`load_state_dict_file` / :func:`load_into` -- read a checkpoint
-  (safetensors, or ``torch.load(weights_only=True)``) from a local path or a
-  hub id, drop documented unused prefixes, load strictly.
+  (safetensors, or ``torch.load(weights_only=True)``), drop documented unused
+  prefixes, load strictly;
+* :func:`param_shapes` -- names and shapes of a model's persistent state.
+
+``RoPE2D`` is re-exported from :mod:`vidprobe.nn.rope` for
+``tests/test_fullsize_meta.py``, which patches it.
 """
 
 from __future__ import annotations
@@ -25,136 +24,9 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-
-class RoPE2D(nn.Module):
-    """2D RoPE on ``tokens [B, heads, N, d]`` with ``positions [B, N, 2]`` (y, x)."""
-
-    def __init__(self, base: float = 100.0):
-        super().__init__()
-        self.base = float(base)
-        self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def _cos_sin(self, dim: int, n: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (dim, n, str(device), dtype)
-        if key not in self._cache:
-            inv = 1.0 / (self.base ** (torch.arange(0, dim, 2, device=device).float() / dim))
-            ang = torch.outer(torch.arange(n, device=device, dtype=inv.dtype), inv).to(dtype)
-            ang = torch.cat([ang, ang], dim=-1)
-            self._cache[key] = (ang.cos(), ang.sin())
-        return self._cache[key]
-
-    @staticmethod
-    def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-        a, b = x.chunk(2, dim=-1)
-        return torch.cat([-b, a], dim=-1)
-
-    def _rope1d(self, x: torch.Tensor, pos: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        c = F.embedding(pos, cos)[:, None]
-        s = F.embedding(pos, sin)[:, None]
-        return x * c + self._rotate_half(x) * s
-
-    def forward(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        if tokens.shape[-1] % 4:
-            raise ValueError(f"RoPE2D: head dim {tokens.shape[-1]} must be a multiple of 4")
-        half = tokens.shape[-1] // 2
-        cos, sin = self._cos_sin(half, int(positions.max()) + 1, tokens.device, tokens.dtype)
-        y, x = tokens.chunk(2, dim=-1)
-        return torch.cat([self._rope1d(y, positions[..., 0], cos, sin), self._rope1d(x, positions[..., 1], cos, sin)], -1)
-
-
-def grid_positions(batch: int, h: int, w: int, device=None) -> torch.Tensor:
-    """``[batch, h*w, 2]`` long (row, column) of a row-major token grid."""
-    yy, xx = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
-    pos = torch.stack([yy.reshape(-1), xx.reshape(-1)], dim=-1)
-    return pos[None].expand(batch, -1, -1).clone()
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int, out: int | None = None, bias: bool = True):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden, bias=bias)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, out or dim, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class LayerScale(nn.Module):
-    def __init__(self, dim: int, init: float):
-        super().__init__()
-        self.gamma = nn.Parameter(init * torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gamma
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention; optional per-head LayerNorm on q and k (QK-norm) and 2D RoPE."""
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        qkv_bias: bool = True,
-        proj_bias: bool = True,
-        qk_norm: bool = False,
-        rope: RoPE2D | None = None,
-        scale: float | None = None,
-    ):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"Attention: dim {dim} not divisible by {num_heads} heads")
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.scale = scale
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.q_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
-        self.k_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
-        self.proj = nn.Linear(dim, dim, bias=proj_bias)
-        self.rope = rope
-
-    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
-        B, N, C = x.shape
-        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        q, k = self.q_norm(q), self.k_norm(k)
-        if self.rope is not None and pos is not None:
-            q, k = self.rope(q, pos), self.rope(k, pos)
-        x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
-        return self.proj(x.transpose(1, 2).reshape(B, N, C))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: ``x + ls1(attn(norm1 x))``, then ``x + ls2(mlp(norm2 x))``."""
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        proj_bias: bool = True,
-        ffn_bias: bool = True,
-        norm_eps: float = 1e-5,
-        init_values: float | None = None,
-        qk_norm: bool = False,
-        rope: RoPE2D | None = None,
-        attn_scale: float | None = None,
-    ):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, qkv_bias, proj_bias, qk_norm, rope, attn_scale)
-        self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), bias=ffn_bias)
-        self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
-
-    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.ls1(self.attn(self.norm1(x), pos))
-        return x + self.ls2(self.mlp(self.norm2(x)))
+from vidprobe.nn.rope import RoPE2D  # noqa: F401 (re-exported: tests/test_fullsize_meta.py patches it)
 
 
 # ----------------------------------------------------------------- checkpoints

@@ -18,6 +18,12 @@ and every layer's output is kept for the heads. 2D RoPE (see
 :mod:`vidprobe.probe.layers`) uses the same patch positions in every frame
 (no temporal position); special tokens are at position 0 (unrotated).
 
+The blocks, DPT heads and camera head are :mod:`vidprobe.nn`'s; the heads
+carry VGGT's parameter names, which the release's ``ProbeModelPA`` shares, so
+:func:`from_release_state_dict` renames only the trunk's keys. State dicts of
+probes saved before the heads took those names load too
+(:func:`upgrade_legacy_keys`, applied by ``load_state_dict``).
+
 Heads run in float32 with autocast disabled (the trunk may run under bf16
 autocast). With ``grad_checkpointing`` every block and each dense head is
 recomputed in the backward pass (``torch.utils.checkpoint``,
@@ -33,9 +39,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from vidprobe.probe.camera import CameraHead
+from vidprobe.nn.camera_head import CameraHead
+from vidprobe.nn.dpt import DPTHead
 from vidprobe.probe.config import ProbeConfig
-from vidprobe.probe.dpt import DPTHead
 from vidprobe.probe.layers import Block, RoPE2D, grid_positions
 
 
@@ -53,19 +59,19 @@ class Probe(nn.Module):
         self.register_tokens = nn.Parameter(torch.empty(2, c.num_registers, c.width))
         nn.init.trunc_normal_(self.camera_token, std=c.token_init_std)
         nn.init.trunc_normal_(self.register_tokens, std=c.token_init_std)
-        self.frame_blocks = nn.ModuleList(
-            [Block(c.width, c.num_heads, c.mlp_ratio, c.qk_norm, c.layerscale) for _ in range(c.depth)]
-        )
-        self.global_blocks = nn.ModuleList(
-            [Block(c.width, c.num_heads, c.mlp_ratio, c.qk_norm, c.layerscale) for _ in range(c.depth)]
-        )
-        self.rope = RoPE2D(c.head_dim, c.rope_base) if c.rope else None
+        self.rope = RoPE2D(c.head_dim, c.rope_base) if c.rope else None  # no parameters; shared by the blocks
+
+        def block() -> Block:
+            return Block(c.width, c.num_heads, c.mlp_ratio, qk_norm=c.qk_norm, init_values=c.layerscale, rope=self.rope)
+
+        self.frame_blocks = nn.ModuleList([block() for _ in range(c.depth)])
+        self.global_blocks = nn.ModuleList([block() for _ in range(c.depth)])
         dpt_kw = dict(
             features=c.dpt_features,
             out_channels=c.dpt_out_channels,
             last_hidden=c.dpt_last_hidden,
             conf_activation="expp1",
-            pos_embed=c.dpt_pos_embed,
+            pos_embed="float32" if c.dpt_pos_embed else None,
             skip_relu=c.dpt_skip_relu,
         )
         self.point_head = (
@@ -78,7 +84,7 @@ class Probe(nn.Module):
                 c.camera_heads,
                 depth=c.camera_depth,
                 mlp_ratio=c.mlp_ratio,
-                layerscale=c.layerscale,
+                init_values=c.layerscale,
                 qk_norm=c.camera_qk_norm,
                 iters=c.camera_iters,
             )
@@ -86,6 +92,7 @@ class Probe(nn.Module):
             else None
         )
         self.set_grad_checkpointing(c.grad_checkpointing)
+        self._register_load_state_dict_pre_hook(_upgrade_legacy_hook, with_module=True)
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         self.config.grad_checkpointing = bool(enabled)
@@ -114,19 +121,18 @@ class Probe(nn.Module):
         # special tokens stay fp32 under autocast (the concatenation promotes): the residual stream is fp32
         tokens = torch.cat([self.special_tokens(B, S), x], dim=2)
         P = tokens.shape[2]
-        rope_f = rope_g = None
+        pos_f = pos_g = None  # RoPE positions of a frame's tokens / of a sample's S frames
         if self.rope is not None:
-            cos, sin = self.rope.tables(grid_positions(h, w, self.num_special, device=features.device))
-            rope_f = (cos, sin)
-            rope_g = (cos.repeat(S, 1), sin.repeat(S, 1))
+            pos_f = grid_positions(h, w, self.num_special, device=features.device)
+            pos_g = pos_f.repeat(S, 1)
         outputs = []
         ck = self._ckpt()
         for fblk, gblk in zip(self.frame_blocks, self.global_blocks):
             t = tokens.reshape(B * S, P, c.width)
-            t = checkpoint(fblk, t, rope_f, use_reentrant=False) if ck else fblk(t, rope_f)
+            t = checkpoint(fblk, t, pos_f, use_reentrant=False) if ck else fblk(t, pos_f)
             f_out = t.reshape(B, S, P, c.width)
             t = t.reshape(B, S * P, c.width)
-            t = checkpoint(gblk, t, rope_g, use_reentrant=False) if ck else gblk(t, rope_g)
+            t = checkpoint(gblk, t, pos_g, use_reentrant=False) if ck else gblk(t, pos_g)
             g_out = t.reshape(B, S, P, c.width)
             outputs.append(torch.cat([f_out, g_out], dim=-1))
             tokens = g_out
@@ -170,30 +176,14 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# release key (regex) -> ours; the order matters only for readability, every key matches at most one rule
+# release key (regex) -> ours: the heads share the release's (VGGT's) names; every key matches at most one rule
 _RELEASE_RULES: tuple[tuple[str, str], ...] = (
     (r"backbone\.input_proj\.0\.(weight|bias)", r"input_norm.\1"),
     (r"backbone\.input_proj\.1\.(weight|bias)", r"input_proj.\1"),
     (r"backbone\.camera_token", "camera_token"),
     (r"backbone\.register_token", "register_tokens"),
     (r"backbone\.(frame|global)_blocks\.(\d+)\.(.+)", r"\1_blocks.\2.\3"),
-    (r"camera_head\.empty_pose_tokens", "camera_head.empty_pose"),
-    (r"camera_head\.poseLN_modulation\.1\.(weight|bias)", r"camera_head.modulation.1.\1"),
-    (r"camera_head\.(token_norm|trunk_norm|embed_pose|pose_branch\.fc1|pose_branch\.fc2)\.(weight|bias)",
-     r"camera_head.\1.\2"),
-    (r"camera_head\.trunk\.(\d+)\.(.+)", r"camera_head.trunk.\1.\2"),
-    (r"(point|depth)_head\.norm\.(weight|bias)", r"\1_head.norm.\2"),
-    (r"(point|depth)_head\.projects\.(\d)\.(weight|bias)", r"\1_head.projects.\2.\3"),
-    (r"(point|depth)_head\.resize_layers\.(\d)\.(weight|bias)", r"\1_head.resize.\2.\3"),
-    (r"(point|depth)_head\.scratch\.output_conv1\.(weight|bias)", r"\1_head.out_conv1.\2"),
-    (r"(point|depth)_head\.scratch\.output_conv2\.0\.(weight|bias)", r"\1_head.out_conv2.\2"),
-    (r"(point|depth)_head\.scratch\.output_conv2\.2\.(weight|bias)", r"\1_head.out_conv3.\2"),
-)
-_ONE_BASED = (  # the release numbers DPT levels 1..4; ours 0..3
-    (r"(point|depth)_head\.scratch\.layer(\d)_rn\.weight", "{0}_head.layer_rn.{1}.weight"),
-    (r"(point|depth)_head\.scratch\.refinenet(\d)\.out_conv\.(weight|bias)", "{0}_head.fusion.{1}.out_conv.{2}"),
-    (r"(point|depth)_head\.scratch\.refinenet(\d)\.resConfUnit([12])\.(conv[12])\.(weight|bias)",
-     "{0}_head.fusion.{1}.res{2}.{3}.{4}"),
+    (r"(camera_head|point_head|depth_head)\.(.+)", r"\1.\2"),
 )
 
 
@@ -202,11 +192,6 @@ def release_key(key: str) -> str:
     for pat, repl in _RELEASE_RULES:
         if re.fullmatch(pat, key):
             return re.sub(pat, repl, key)
-    for pat, fmt in _ONE_BASED:
-        m = re.fullmatch(pat, key)
-        if m:
-            g = list(m.groups())
-            return fmt.format(g[0], int(g[1]) - 1, *g[2:])
     raise KeyError(f"release state dict: no vidprobe key for {key!r}")
 
 
@@ -214,7 +199,7 @@ def from_release_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     """Map a ``ProbeModelPA`` state dict (zxhuang1698/VidFM3D) onto :class:`Probe` keys and shapes.
 
     Every release key maps to exactly one of ours (two keys landing on the same one raise). Token tensors
-    drop the release's leading batch axis (``[1, 2, n, D]`` -> ``[2, n, D]``, ``[1, 1, 9]`` -> ``[9]``).
+    drop the release's leading batch axis (``[1, 2, n, D]`` -> ``[2, n, D]``).
     Load the result with ``load_state_dict(..., strict=True)`` into a probe built in ``compat: reference``
     mode with the same sizes (``tests/test_parity_probe.py``).
     """
@@ -225,7 +210,54 @@ def from_release_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tens
             raise KeyError(f"release state dict: {k!r} maps to {ours!r}, which another key already took")
         if ours in ("camera_token", "register_tokens"):
             v = v.reshape(v.shape[1:])
-        elif ours == "camera_head.empty_pose":
-            v = v.reshape(-1)
         out[ours] = v
     return out
+
+
+# key of a probe saved before the heads took VGGT's names (regex) -> today's key; ``n`` = the 0-based level ``i`` + 1
+_LEGACY_RULES: tuple[tuple[str, str], ...] = (
+    (r"(?P<h>point|depth)_head\.resize\.(?P<k>\d)\.(?P<p>weight|bias)", "{h}_head.resize_layers.{k}.{p}"),
+    (r"(?P<h>point|depth)_head\.layer_rn\.(?P<i>\d)\.weight", "{h}_head.scratch.layer{n}_rn.weight"),
+    (r"(?P<h>point|depth)_head\.fusion\.(?P<i>\d)\.res(?P<j>[12])\.(?P<c>conv[12])\.(?P<p>weight|bias)",
+     "{h}_head.scratch.refinenet{n}.resConfUnit{j}.{c}.{p}"),
+    (r"(?P<h>point|depth)_head\.fusion\.(?P<i>\d)\.out_conv\.(?P<p>weight|bias)",
+     "{h}_head.scratch.refinenet{n}.out_conv.{p}"),
+    (r"(?P<h>point|depth)_head\.out_conv1\.(?P<p>weight|bias)", "{h}_head.scratch.output_conv1.{p}"),
+    (r"(?P<h>point|depth)_head\.out_conv2\.(?P<p>weight|bias)", "{h}_head.scratch.output_conv2.0.{p}"),
+    (r"(?P<h>point|depth)_head\.out_conv3\.(?P<p>weight|bias)", "{h}_head.scratch.output_conv2.2.{p}"),
+    (r"camera_head\.modulation\.1\.(?P<p>weight|bias)", "camera_head.poseLN_modulation.1.{p}"),
+    (r"camera_head\.empty_pose", "camera_head.empty_pose_tokens"),
+)
+
+
+def upgrade_legacy_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict of a probe saved before the heads took VGGT's names, under today's keys (others unchanged).
+
+    ``camera_head.empty_pose [9]`` becomes ``camera_head.empty_pose_tokens [1, 1, 9]``.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        for pat, fmt in _LEGACY_RULES:
+            m = re.fullmatch(pat, k)
+            if m:
+                g = m.groupdict()
+                if "i" in g:
+                    g["n"] = int(g["i"]) + 1
+                k = fmt.format(**g)
+                if k == "camera_head.empty_pose_tokens":
+                    v = v.reshape(1, 1, -1)
+                break
+        out[k] = v
+    return out
+
+
+def _upgrade_legacy_hook(module, state_dict, prefix, *_args) -> None:
+    """``load_state_dict`` pre-hook of :class:`Probe`: legacy keys renamed in place (:func:`upgrade_legacy_keys`)."""
+    keys = [k for k in state_dict if k.startswith(prefix)]
+    local = {k[len(prefix):]: state_dict[k] for k in keys}
+    new = upgrade_legacy_keys(local)
+    if new.keys() == local.keys():
+        return
+    for k in keys:
+        del state_dict[k]
+    state_dict.update({prefix + k: v for k, v in new.items()})

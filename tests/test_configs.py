@@ -8,7 +8,7 @@ import yaml
 from vidprobe.backbones.base import registry
 from vidprobe.probe.config import MODE_SETTINGS
 from vidprobe.probe.train import TrainConfig, load_config, warmup_steps
-from vidprobe.sweep import (
+from vidprobe.pipeline.sweep import (
     SweepError,
     backbone_entries,
     cell_train_config,

@@ -33,6 +33,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import random
+import zlib
 from dataclasses import dataclass
 
 __all__ = ["METHODS", "FrameSampler", "SamplingError", "stable_seed"]
@@ -44,8 +45,18 @@ class SamplingError(ValueError):
     """The video is too short (or the sampler misconfigured) to satisfy the constraints."""
 
 
-def stable_seed(*parts: object) -> int:
-    """A 64-bit seed from ``parts`` that is the same in every process (unlike ``hash()``)."""
+def stable_seed(*parts: object, scheme: str = "sha256") -> int:
+    """A seed from ``parts`` that is the same in every process (unlike ``hash()``); vidprobe's one seed function.
+
+    ``scheme="sha256"``: 64 bits of SHA-256 over the parts joined by U+001F (evaluation frames, consistency
+    pairs). ``scheme="crc32"``: 31 bits of CRC-32 over the parts joined by ``"|"``: the training-frame draws
+    (:class:`vidprobe.probe.data.ProbeDataset`) use it, so the frames of every (seed, epoch, video), and with
+    them resumed runs and the demo's numbers, stay what they were.
+    """
+    if scheme == "crc32":
+        return zlib.crc32("|".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
+    if scheme != "sha256":
+        raise ValueError(f"stable_seed: scheme must be 'sha256' or 'crc32', got {scheme!r}")
     h = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(h[:8], "little")
 

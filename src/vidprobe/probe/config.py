@@ -28,14 +28,16 @@ every preset keeps 16 heads (the release's probe has 16 at every width).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from vidprobe.config import ConfigError, Overrides, Sentinel
 
 HEAD_NAMES = ("points", "depth", "camera")
 
-
-class ProbeConfigError(ValueError):
-    """A probe configuration value is invalid (the message names the field)."""
+#: A probe configuration value is invalid (the message names the field): the one config error type.
+ProbeConfigError = ConfigError
 
 
 @dataclass
@@ -78,7 +80,7 @@ class ProbeConfig:
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:
         def bad(name: str, msg: str) -> None:
-            raise ProbeConfigError(f"ProbeConfig.{name}: {msg}")
+            raise ProbeConfigError(f"ProbeConfig.{name}: {msg}", name)
 
         for name in ("in_channels", "width", "depth", "num_heads", "dpt_features", "dpt_last_hidden"):
             v = getattr(self, name)
@@ -161,22 +163,19 @@ class ProbeConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ProbeConfig:
+    def from_dict(cls, d: Mapping[str, Any]) -> ProbeConfig:
         """Fields, optionally with ``preset`` and ``compat`` (the mode's probe defaults, under explicit fields)."""
-        if not isinstance(d, dict):
+        if not isinstance(d, Mapping):
             raise ProbeConfigError(f"ProbeConfig: expected a mapping, got {type(d).__name__}")
-        d = dict(d)
+        try:
+            d = dict(ProbeSpec(d))
+        except ConfigError as e:
+            raise ProbeConfigError(f"ProbeConfig: {e}", e.path) from None
         preset = d.pop("preset", None)
         compat = d.pop("compat", None)
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ProbeConfigError(f"ProbeConfig: unknown fields {unknown}; known: {sorted(names)}")
         if preset is not None:
             return cls.preset(preset, compat=compat or "clean", **d)
         if compat is not None:
-            if compat not in COMPAT_MODES:
-                raise ProbeConfigError(f"ProbeConfig: compat must be one of {COMPAT_MODES}, got {compat!r}")
             d = {**mode_defaults("probe", compat), **d}
         if "in_channels" not in d:
             raise ProbeConfigError("ProbeConfig.in_channels: required")
@@ -187,10 +186,10 @@ class ProbeConfig:
         """A named preset (``reference``, ``small``, ``tiny``), then the mode's probe settings, then ``overrides``."""
         if name not in PRESETS:
             raise ProbeConfigError(f"ProbeConfig.preset: unknown preset {name!r}; choose from {sorted(PRESETS)}")
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise ProbeConfigError(f"ProbeConfig: unknown fields {unknown}; known: {sorted(names)}")
+        try:
+            overrides = dict(Overrides.of(cls)(overrides))
+        except ConfigError as e:
+            raise ProbeConfigError(f"ProbeConfig: {e}", e.path) from None
         if compat not in COMPAT_MODES:
             raise ProbeConfigError(f"ProbeConfig: compat must be one of {COMPAT_MODES}, got {compat!r}")
         kw = dict(PRESETS[name])
@@ -217,20 +216,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # ------------------------------------------------------------------------------------------ modes
 COMPAT_MODES = ("clean", "reference")
-class _Keep:
-    """A mode value meaning "no override": the preset's own value applies."""
-
-    def __repr__(self) -> str:
-        return "(preset)"
-
-    def __copy__(self):
-        return self
-
-    def __deepcopy__(self, memo):
-        return self
 
 
-KEEP = _Keep()
+#: A mode value meaning "no override": the preset's own value applies.
+KEEP: Any = Sentinel("keep", "(preset)")
 
 
 @dataclass(frozen=True)
@@ -306,5 +295,27 @@ def settings_table() -> list[dict[str, Any]]:
              "reference": s.reference, "doc": s.doc} for s in MODE_SETTINGS]
 
 
+# ------------------------------------------------------------------------------------------ config sections
+class ProbeSection(Overrides):
+    """The ``probe:`` section of a training config: ``preset`` plus any :class:`ProbeConfig` fields.
+
+    Holds only what was given (and, once the run's mode is resolved, the mode's probe values): the
+    probe is the preset, then the mode, then these fields (:meth:`ProbeConfig.preset`). A missing
+    ``preset`` means ``reference``. ``in_channels`` and ``out_hw`` come from the run.
+    """
+
+    schema = ProbeConfig
+    types = {"preset": Literal[tuple(PRESETS)]}
+    excluded = {"in_channels": "is set by the run (the channels of the features)",
+                "out_hw": "is set by the run: use the top-level out_hw"}
+
+
+class ProbeSpec(Overrides):
+    """What :meth:`ProbeConfig.from_dict` reads: every field, plus ``preset`` and ``compat`` (e.g. a run.json)."""
+
+    schema = ProbeConfig
+    types = {"preset": Literal[tuple(PRESETS)], "compat": Literal[COMPAT_MODES]}
+
+
 __all__ = ["COMPAT_MODES", "HEAD_NAMES", "KEEP", "MODE_SETTINGS", "PRESETS", "ModeSetting", "ProbeConfig",
-           "ProbeConfigError", "mode_defaults", "settings_table"]
+           "ProbeConfigError", "ProbeSection", "ProbeSpec", "mode_defaults", "settings_table"]

@@ -8,14 +8,13 @@ probe's output size.
 from __future__ import annotations
 
 import random
-import zlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from vidprobe.data.clip import Clip
-from vidprobe.data.sampling import FrameSampler
+from vidprobe.data.sampling import FrameSampler, stable_seed
 
 
 def resize_ground_truth(clip: Clip, out_hw: tuple[int, int]) -> dict[str, torch.Tensor]:
@@ -58,11 +57,6 @@ def resize_ground_truth(clip: Clip, out_hw: tuple[int, int]) -> dict[str, torch.
         "intrinsics": K.float(),
         "images": images.float().clamp(0, 1),
     }
-
-
-def stable_seed(*parts) -> int:
-    """A seed from strings/ints that does not depend on Python's hash randomisation."""
-    return zlib.crc32("|".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
 
 
 @dataclass
@@ -118,7 +112,7 @@ class ProbeDataset:
         n = self.dataset.num_frames(vid)
         if epoch is None:
             return self.sampler.eval_frames(vid, n, seed=self.seed)
-        return self.sampler.sample(n, random.Random(stable_seed(self.seed, epoch, vid)))
+        return self.sampler.sample(n, random.Random(stable_seed(self.seed, epoch, vid, scheme="crc32")))
 
     def get(self, i: int, epoch: int | None = None) -> ProbeSample:
         vid = self.videos[i]

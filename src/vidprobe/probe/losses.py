@@ -58,12 +58,14 @@ A NaN or Inf in any term raises :class:`NonFiniteLossError` naming the term
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from vidprobe.config import ConfigError, Overrides, choices
 from vidprobe.geometry import NormalizedScene, encode_pose, normalize_scene, rebase_to_first
 
 CONF_MODES = ("gt_weighted", "predicted", "none")
@@ -86,8 +88,8 @@ class NonFiniteLossError(FloatingPointError):
         super().__init__(f"non-finite loss term {term!r}: {value} (seen {self.count} time(s) in this process)")
 
 
-class LossConfigError(ValueError):
-    pass
+#: A loss configuration value is invalid (the message names the field): the one config error type.
+LossConfigError = ConfigError
 
 
 @dataclass
@@ -95,12 +97,12 @@ class LossConfig:
     points_weight: float = 1.0
     depth_weight: float = 1.0
     camera_weight: float = 1.0
-    scale_mode: str = "first"
-    conf_mode: str = "gt_weighted"
+    scale_mode: str = field(default="first", metadata=choices(SCALE_MODES))
+    conf_mode: str = field(default="gt_weighted", metadata=choices(CONF_MODES))
     conf_alpha: float = 0.2
     normalize_points: bool = True
     depth_grad_weight: float = 0.0
-    camera_loss: str = "huber"
+    camera_loss: str = field(default="huber", metadata=choices(CAMERA_LOSSES))
     huber_delta: float = 1.0
     camera_t_weight: float = 1.0
     camera_r_weight: float = 1.0
@@ -109,51 +111,58 @@ class LossConfig:
     eps: float = 1e-6
     # settings whose default depends on the mode (vidprobe.probe.config.MODE_SETTINGS); these are clean's
     clamp: float | None = None
-    point_norm: str = "mean"
-    scale_pixels: str = "valid"
+    point_norm: str = field(default="mean", metadata=choices(POINT_NORMS))
+    scale_pixels: str = field(default="valid", metadata=choices(SCALE_PIXELS))
     scale_range: list[float] | None = None
 
     def __post_init__(self) -> None:
         if self.scale_mode not in SCALE_MODES:
-            raise LossConfigError(f"LossConfig.scale_mode: expected one of {SCALE_MODES}, got {self.scale_mode!r}")
+            raise LossConfigError(f"LossConfig.scale_mode: expected one of {SCALE_MODES}, got {self.scale_mode!r}", "scale_mode")
         if self.conf_mode not in CONF_MODES:
-            raise LossConfigError(f"LossConfig.conf_mode: expected one of {CONF_MODES}, got {self.conf_mode!r}")
+            raise LossConfigError(f"LossConfig.conf_mode: expected one of {CONF_MODES}, got {self.conf_mode!r}", "conf_mode")
         if self.camera_loss not in CAMERA_LOSSES:
-            raise LossConfigError(f"LossConfig.camera_loss: expected one of {CAMERA_LOSSES}, got {self.camera_loss!r}")
+            raise LossConfigError(f"LossConfig.camera_loss: expected one of {CAMERA_LOSSES}, got {self.camera_loss!r}", "camera_loss")
         for name in ("points_weight", "depth_weight", "camera_weight", "conf_alpha", "depth_grad_weight",
                      "camera_t_weight", "camera_r_weight", "camera_fov_weight"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-                raise LossConfigError(f"LossConfig.{name}: expected a number >= 0, got {v!r}")
+                raise LossConfigError(f"LossConfig.{name}: expected a number >= 0, got {v!r}", name)
         if not 0 < self.camera_gamma <= 1:
-            raise LossConfigError(f"LossConfig.camera_gamma: expected 0 < gamma <= 1, got {self.camera_gamma}")
+            raise LossConfigError(f"LossConfig.camera_gamma: expected 0 < gamma <= 1, got {self.camera_gamma}", "camera_gamma")
         if self.huber_delta <= 0 or self.eps <= 0:
             raise LossConfigError("LossConfig.huber_delta and LossConfig.eps must be > 0")
         if self.clamp is not None and (isinstance(self.clamp, bool) or not isinstance(self.clamp, (int, float))
                                        or not self.clamp > 0):
-            raise LossConfigError(f"LossConfig.clamp: expected a number > 0 or null, got {self.clamp!r}")
+            raise LossConfigError(f"LossConfig.clamp: expected a number > 0 or null, got {self.clamp!r}", "clamp")
         if self.point_norm not in POINT_NORMS:
-            raise LossConfigError(f"LossConfig.point_norm: expected one of {POINT_NORMS}, got {self.point_norm!r}")
+            raise LossConfigError(f"LossConfig.point_norm: expected one of {POINT_NORMS}, got {self.point_norm!r}", "point_norm")
         if self.scale_pixels not in SCALE_PIXELS:
-            raise LossConfigError(f"LossConfig.scale_pixels: expected one of {SCALE_PIXELS}, got {self.scale_pixels!r}")
+            raise LossConfigError(f"LossConfig.scale_pixels: expected one of {SCALE_PIXELS}, got {self.scale_pixels!r}", "scale_pixels")
         if self.scale_range is not None:
             r = self.scale_range
             ok = isinstance(r, (list, tuple)) and len(r) == 2 and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in r)
             if not ok or not 0 < r[0] < r[1]:
-                raise LossConfigError(f"LossConfig.scale_range: expected [lo, hi] with 0 < lo < hi, or null, got {r!r}")
+                raise LossConfigError(f"LossConfig.scale_range: expected [lo, hi] with 0 < lo < hi, or null, got {r!r}", "scale_range")
             self.scale_range = [float(r[0]), float(r[1])]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LossConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise LossConfigError(f"LossConfig: unknown fields {unknown}; known: {sorted(names)}")
-        return cls(**d)
+    def from_dict(cls, d: Mapping[str, Any]) -> LossConfig:
+        """The given fields (checked as a ``loss:`` section), the rest at their defaults."""
+        try:
+            given = dict(LossSection(d))
+        except ConfigError as e:
+            raise LossConfigError(f"LossConfig: {e}", e.path) from None
+        return cls(**given)
+
+
+class LossSection(Overrides):
+    """The ``loss:`` section of a training config: the :class:`LossConfig` fields given (and the mode's values)."""
+
+    schema = LossConfig
 
 
 def _check_finite(term: str, value: torch.Tensor) -> None:
@@ -404,6 +413,7 @@ __all__ = [
     "CONF_MODES",
     "LossConfig",
     "LossConfigError",
+    "LossSection",
     "NONFINITE_COUNTS",
     "NonFiniteLossError",
     "camera_loss",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from vidprobe.backbones.base import registry
-from vidprobe.sweep import load_sweep, plan_cells
+from vidprobe.pipeline.sweep import load_sweep, plan_cells
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "paper"
 

@@ -1,42 +1,63 @@
 """Backbone adapters: one module per model family, registered by name.
 
-Importing this package imports every family module listed in
-``FAMILY_MODULES``; each registers its names with
-:func:`vidprobe.backbones.base.register`. To add a family, write one module
-that registers its BackboneSpec(s) and append its name to the list.
-Family modules import heavy libraries (transformers, diffusers) lazily, inside
-their factories, so listing a family costs nothing until it is used.
+Importing this package registers every backbone: each module of the package
+that defines ``register_backbones()`` (found by reading the modules' source,
+so listing imports no other module) is imported, and its hook is called, in
+the order of :func:`family_modules`: by ``REGISTER_ORDER`` (default 0; the
+controls use 1, since ``random-<arch>`` reuses the families' registered
+builders), then by module name. Adding a family is therefore one file: a
+module here with a ``register_backbones()`` (see
+:mod:`vidprobe.backbones.builder` and docs/ARCHITECTURE.md). Family modules
+import heavy libraries (transformers, diffusers) lazily, inside their
+factories, so listing a family costs nothing until it is used.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import pkgutil
+import re
 
 from vidprobe.backbones.base import (  # noqa: F401
     Backbone,
     BackboneSpec,
     FeatureSet,
     MissingExtraError,
+    accepted_options,
     get_backbone,
     register,
     registry,
+    unknown_options,
 )
 
-# Family modules to register. Append new families here (e.g. the diffusion
-# models: "vidprobe.backbones.wan", "vidprobe.backbones.cogvideox", ...).
-FAMILY_MODULES: list[str] = [
-    "vidprobe.backbones.dinov2",
-    "vidprobe.backbones.vjepa",
-    "vidprobe.backbones.vjepa2",
-    "vidprobe.backbones.videomae",
-    "vidprobe.backbones.fast3r",
-    "vidprobe.backbones.vggt",
-    "vidprobe.backbones.wan",
-    "vidprobe.backbones.cogvideox",
-    "vidprobe.backbones.aether",
-    "vidprobe.backbones.opensora",
-    "vidprobe.backbones.controls",  # after the families: random-<arch> reuses their builders
-]
+_HOOK = re.compile(r"^def register_backbones\(", re.MULTILINE)
 
-for _mod in FAMILY_MODULES:
-    importlib.import_module(_mod)
+
+def _defines_hook(fullname: str) -> bool:
+    """Whether module ``fullname`` defines ``register_backbones`` at top level (from its source, not importing it)."""
+    spec = importlib.util.find_spec(fullname)
+    loader = getattr(spec, "loader", None) if spec is not None else None
+    source = loader.get_source(fullname) if loader is not None and hasattr(loader, "get_source") else None
+    if source is None:  # no source to read (e.g. compiled only): ask the module itself
+        return callable(getattr(importlib.import_module(fullname), "register_backbones", None))
+    return _HOOK.search(source) is not None
+
+
+def family_modules(package: str = __name__, path=None) -> list[str]:
+    """The modules of ``package`` that register backbones, in registration order (see the module docstring)."""
+    found = sorted(
+        f"{package}.{info.name}"
+        for info in pkgutil.iter_modules(__path__ if path is None else path)
+        if not info.ispkg and _defines_hook(f"{package}.{info.name}")
+    )
+    order = {name: getattr(importlib.import_module(name), "REGISTER_ORDER", 0) for name in found}
+    return sorted(found, key=lambda name: (order[name], name))
+
+
+def _register_all() -> None:
+    for name in family_modules():
+        importlib.import_module(name).register_backbones()
+
+
+_register_all()

@@ -45,12 +45,13 @@ resize: pil-lanczos, condition_latent: sample, geometry: reconstruct``.
 
 from __future__ import annotations
 
-import functools
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from vidprobe.backbones.base import BackboneSpec, register
+from vidprobe.backbones.base import BackboneSpec
+from vidprobe.backbones.builder import DIFFUSION_OPTIONS, BuildContext, Family
 from vidprobe.backbones.cogvideox import (
     DEFAULT_INDEX,
     DEFAULT_LAYER,
@@ -59,20 +60,20 @@ from vidprobe.backbones.cogvideox import (
     TINY_TEXT,
     TINY_VAE,
     CogVideoXBackbone,
-    _diffusers,
+    CogVideoXOptions,
     compute_empty_prompt,
-    tiny_scheduler,
+    settings,
+    tiny_parts,
 )
-from vidprobe.backbones.common import both_or_neither, resolve_device, resolve_dtype, seeded
+from vidprobe.backbones.common import require_diffusers
 from vidprobe.backbones.diffusion import (
     RECON_INPUT_STREAM,
     RECON_STREAM,
     ClipLatents,
-    _cast,
-    empty_prompt_embeds,
     make_generator,
     noise_seed,
 )
+from vidprobe.backbones.diffusion_build import DiffusionParts, hub_part, make_diffusion, prompt_embedding
 
 MODEL_ID = "AetherWorldModel/AetherV1"
 NUM_LAYERS = 42
@@ -101,7 +102,7 @@ def tiny_transformer_config(num_layers: int = 3) -> dict[str, Any]:
 
 def dpm_scheduler(config: Any) -> Any:
     """A ``CogVideoXDPMScheduler`` with the feature scheduler's config (the release's class for Aether)."""
-    return _diffusers().CogVideoXDPMScheduler.from_config(config)
+    return require_diffusers().CogVideoXDPMScheduler.from_config(config)
 
 
 class AetherBackbone(CogVideoXBackbone):
@@ -175,64 +176,43 @@ class AetherBackbone(CogVideoXBackbone):
         return lat[:, :, C:]
 
 
-def build(
-    spec: BackboneSpec,
-    model_id: str | None = None,
-    revision: str | None = None,
-    dtype: str | torch.dtype | None = None,
-    device: str | torch.device | None = None,
-    tiny: bool = False,
-    height: int | None = None,
-    width: int | None = None,
-    seed: int = 0,
-    offload: bool = False,
-    text_embeds: str | None = None,
-    cache_dir: str | None = None,
-    num_clips: int | None = None,
-    base_model_id: str | None = None,
-    tiny_layers: int = 3,
-    resize: str = "bilinear",
-    autocast: bool = False,
-    condition_latent: str = "mode",
-    vae_tiling: bool = False,
-    geometry: str = "zeros",
-    recon_steps: int = RECON_STEPS,
-) -> AetherBackbone:
+@dataclass(frozen=True)
+class AetherOptions(CogVideoXOptions):
+    """Aether's own build options: CogVideoX's and these (see the module docstring)."""
+
+    base_model_id: str | None = None  # where VAE, T5 and scheduler come from (default THUDM/CogVideoX-5b-I2V)
+    geometry: str = "zeros"  # the geometry latents: zeros, or Aether's own reconstruction pass
+    recon_steps: int = RECON_STEPS  # denoising steps of the reconstruction pass
+
+
+def make(ctx: BuildContext, own: AetherOptions) -> AetherBackbone:
     """Aether: hub weights (``model_id``; VAE/T5/scheduler from ``base_model_id``) or ``tiny`` random.
 
     Settings: see the module docstring (and :mod:`vidprobe.backbones.cogvideox`).
     """
-    d = _diffusers()
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    hw = both_or_neither(height, width, spec.name) or ((32, 48) if tiny else spec.input_hw)
-    if tiny:
-        with seeded(seed):
-            transformer = _cast(d.CogVideoXTransformer3DModel(**tiny_transformer_config(tiny_layers)), dt)
-            vae = _cast(d.AutoencoderKLCogVideoX(**TINY_AETHER_VAE), dt)
-            emb = torch.randn(1, *TINY_TEXT)
-        scheduler = tiny_scheduler()
-        mid = None
-    else:
-        mid = model_id or spec.model_id
-        base = base_model_id or I2V_BASE
-        transformer = d.CogVideoXTransformer3DModel.from_pretrained(mid, subfolder="transformer", revision=revision, torch_dtype=dt)
-        vae = d.AutoencoderKLCogVideoX.from_pretrained(base, subfolder="vae", torch_dtype=dt)
-        scheduler = d.CogVideoXDDIMScheduler.from_pretrained(base, subfolder="scheduler")
-        # the release's Aether pipeline encodes the empty prompt with T5 in float32, then casts it to bf16
-        emb = empty_prompt_embeds(
-            base, None, lambda: compute_empty_prompt(base, None, dev, torch.float32), cache_dir, text_embeds,
-            variant="t5-float32",
+    d = require_diffusers()
+
+    def pretrained() -> DiffusionParts:
+        base = own.base_model_id or I2V_BASE
+        return DiffusionParts(
+            hub_part(d.CogVideoXTransformer3DModel, ctx.model_id, "transformer", ctx.options.revision, ctx.dtype),
+            hub_part(d.AutoencoderKLCogVideoX, base, "vae", None, ctx.dtype),
+            d.CogVideoXDDIMScheduler.from_pretrained(base, subfolder="scheduler"),
+            # the release's Aether pipeline encodes the empty prompt with T5 in float32, then casts it to bf16
+            prompt_embedding(ctx, compute_empty_prompt, base, None, torch.float32, ctx.options.text_embeds,
+                             variant="t5-float32"),
         )
-    return AetherBackbone(
-        spec, transformer, vae, scheduler, emb, hw, dev, dt, seed=seed, offload=offload, model_id=mid,
-        revision=revision, num_clips=num_clips or NUM_CLIPS, fps_factor=BASE_FPS / FPS, resize=resize,
-        autocast=autocast, condition_latent=condition_latent, vae_tiling=vae_tiling, geometry=geometry,
-        recon_steps=recon_steps,
-    )
+
+    tiny = lambda: tiny_parts(ctx, tiny_transformer_config(own.tiny_layers), TINY_AETHER_VAE)  # noqa: E731
+    return make_diffusion(ctx, AetherBackbone, tiny, pretrained, **settings(own, NUM_CLIPS), fps_factor=BASE_FPS / FPS,
+                          geometry=own.geometry, recon_steps=own.recon_steps)
 
 
-def _register() -> None:
+FAMILY = Family("aether", make, options=DIFFUSION_OPTIONS, own=AetherOptions)
+build = FAMILY.build  # build(spec, **options)
+
+
+def register_backbones() -> None:
     clip_len = (REFERENCE_FRAMES - 1) // NUM_CLIPS + 1
     spec = BackboneSpec(
         name="aether",
@@ -251,7 +231,4 @@ def _register() -> None:
             f"index 749, {REFERENCE_FRAMES} frames as {NUM_CLIPS}x{clip_len}, 720x480 -> {(clip_len - 1) // 4 + 1}x30x45 per clip"
         ),
     )
-    register(spec, functools.partial(build, spec))
-
-
-_register()
+    FAMILY.register(spec)

@@ -50,6 +50,9 @@ class BackboneSpec:
     default_timestep: int | None = None
     extras: str | None = None  # pip extra needed, e.g. "hf"
     description: str = ""
+    #: build options the factory takes (name -> default), declared by its family
+    #: (:mod:`vidprobe.backbones.builder`); None: not declared (the factory's signature tells)
+    options: dict[str, Any] | None = None
 
 
 @runtime_checkable
@@ -85,6 +88,34 @@ def registry() -> dict[str, tuple[BackboneSpec, Callable[..., Backbone]]]:
     from vidprobe import backbones  # noqa: F401  (imports every family module)
 
     return dict(_REGISTRY)
+
+
+def accepted_options(spec: BackboneSpec | None, factory: Callable[..., Any]) -> dict[str, Any] | None:
+    """Build options a registered backbone takes (name -> default), or None when it takes any.
+
+    Read from ``spec.options`` (declared by the family); a factory registered without declared options
+    (an ad-hoc one, e.g. in a test) is asked its signature.
+    """
+    if spec is not None and spec.options is not None:
+        return dict(spec.options)
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return {k: (None if p.default is inspect.Parameter.empty else p.default) for k, p in params.items()}
+
+
+def unknown_options(name: str, kwargs: dict[str, Any]) -> list[str]:
+    """The keys of ``kwargs`` that backbone ``name``'s builder does not take ([] when it takes them all)."""
+    reg = registry()
+    if name not in reg:
+        raise KeyError(f"unknown backbone {name!r}; known: {', '.join(sorted(reg))}")
+    accepted = accepted_options(*reg[name])
+    return [] if accepted is None else [k for k in kwargs if k not in accepted]
 
 
 def get_backbone(name: str, **kwargs) -> Backbone:

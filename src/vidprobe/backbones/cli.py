@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from vidprobe.cli import app
+app = typer.Typer()
 
 COLUMNS = ("name", "family", "layers", "default", "input HxW", "frames", "frame layout", "extras")
 

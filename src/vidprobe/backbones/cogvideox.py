@@ -49,23 +49,29 @@ replaces the text encoder by a seeded random embedding ``[1, 8, 32]``.
 
 from __future__ import annotations
 
-import functools
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from vidprobe.backbones.base import BackboneSpec, MissingExtraError, register
+from vidprobe.backbones.base import BackboneSpec
+from vidprobe.backbones.builder import DIFFUSION_OPTIONS, BuildContext, Family
 from vidprobe.backbones.common import (
-    both_or_neither,
     interleaved_clips,
     interleaved_frame_index,
     pad_clip,
-    resolve_device,
-    resolve_dtype,
-    seeded,
+    require_diffusers,
     vae4x_index,
 )
-from vidprobe.backbones.diffusion import ClipLatents, _cast, DiffusionBackbone, empty_prompt_embeds, vae4x_length
+from vidprobe.backbones.diffusion import ClipLatents, DiffusionBackbone, _cast, vae4x_length
+from vidprobe.backbones.diffusion_build import (
+    DiffusionParts,
+    dtype_tag,
+    hub_part,
+    make_diffusion,
+    pipeline_empty_prompt,
+    prompt_embedding,
+)
 
 REFERENCE_HW = (480, 720)
 DEFAULT_LAYER = 21  # the reference's 0-based block 20
@@ -98,18 +104,10 @@ def tiny_transformer_config(variant: str, num_layers: int = 3) -> dict[str, Any]
     )
 
 
-def _diffusers():
-    try:
-        import diffusers
-    except ImportError as e:  # pragma: no cover
-        raise MissingExtraError("diffusers", "hf") from e
-    return diffusers
-
-
 class CogVideoXBackbone(DiffusionBackbone):
     def __init__(self, *args, fps_factor: float = 1.0, vae_tiling: bool = False, **kw):
         super().__init__(*args, **kw)
-        d = _diffusers()
+        d = require_diffusers()
         # the pipeline object only lends its helpers (RoPE); it holds no text encoder
         self.pipe = d.CogVideoXPipeline(
             tokenizer=None, text_encoder=None, vae=self.vae, transformer=self.transformer, scheduler=self.scheduler
@@ -209,80 +207,65 @@ class CogVideoXBackbone(DiffusionBackbone):
 
 def compute_empty_prompt(model_id: str, revision: str | None, device, dtype) -> torch.Tensor:
     """The empty prompt through ``CogVideoXPipeline.encode_prompt`` (T5 in ``dtype``, 226 tokens)."""
-    d = _diffusers()
-    from transformers import AutoTokenizer, T5EncoderModel
-
-    tok = AutoTokenizer.from_pretrained(model_id, subfolder="tokenizer", revision=revision)
-    enc = T5EncoderModel.from_pretrained(model_id, subfolder="text_encoder", revision=revision, dtype=dtype).to(device)
-    pipe = d.CogVideoXPipeline(tokenizer=tok, text_encoder=enc, vae=None, transformer=None, scheduler=None)
-    with torch.inference_mode():
-        emb = pipe.encode_prompt("", do_classifier_free_guidance=False, device=device)[0]
-    out = emb.float().cpu()
-    del pipe, enc
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return out
+    return pipeline_empty_prompt("CogVideoXPipeline", "T5EncoderModel", model_id, revision, device, dtype)
 
 
 def tiny_scheduler():
-    d = _diffusers()
+    d = require_diffusers()
     return d.CogVideoXDDIMScheduler(
         beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, set_alpha_to_one=True,
         prediction_type="v_prediction", rescale_betas_zero_snr=True, snr_shift_scale=3.0, timestep_spacing="trailing",
     )
 
 
-def build(
-    spec: BackboneSpec,
-    variant: str,
-    model_id: str | None = None,
-    revision: str | None = None,
-    dtype: str | torch.dtype | None = None,
-    device: str | torch.device | None = None,
-    tiny: bool = False,
-    height: int | None = None,
-    width: int | None = None,
-    seed: int = 0,
-    offload: bool = False,
-    text_embeds: str | None = None,
-    cache_dir: str | None = None,
-    num_clips: int | None = None,
-    tiny_layers: int = 3,
-    resize: str = "bilinear",
-    autocast: bool = False,
-    condition_latent: str = "mode",
-    vae_tiling: bool = False,
-) -> CogVideoXBackbone:
+@dataclass(frozen=True)
+class CogVideoXOptions:
+    """CogVideoX's own build options (Aether's extend them); see the module docstring."""
+
+    num_clips: int | None = None  # interleaved clips (None: the variant's, 2)
+    tiny_layers: int = 3  # transformer blocks of a tiny model
+    autocast: bool = False  # VAE and transformer under torch.autocast(dtype); noising in that dtype
+    condition_latent: str = "mode"  # a condition's VAE latent: the posterior mode, or a seeded sample
+    vae_tiling: bool = False  # the VAE's slicing and tiling
+
+
+def settings(own: CogVideoXOptions, default_clips: int) -> dict[str, Any]:
+    """The adapter kwargs of the CogVideoX options."""
+    return dict(num_clips=own.num_clips or default_clips, autocast=own.autocast,
+                condition_latent=own.condition_latent, vae_tiling=own.vae_tiling)
+
+
+def tiny_parts(ctx: BuildContext, transformer_config: dict[str, Any], vae_config: dict[str, Any]) -> DiffusionParts:
+    """A tiny CogVideoX-class model (transformer, VAE, DDIM) and a random ``[1, 8, 32]`` text embedding."""
+    d = require_diffusers()
+    transformer = _cast(d.CogVideoXTransformer3DModel(**transformer_config), ctx.dtype)
+    return DiffusionParts(transformer, _cast(d.AutoencoderKLCogVideoX(**vae_config), ctx.dtype), tiny_scheduler(),
+                          torch.randn(1, *TINY_TEXT))
+
+
+def make(ctx: BuildContext, own: CogVideoXOptions) -> CogVideoXBackbone:
     """CogVideoX: hub weights (``model_id``) or ``tiny`` random; settings: see the module docstring."""
-    d = _diffusers()
-    arch = VARIANTS[variant]
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    hw = both_or_neither(height, width, spec.name) or ((32, 48) if tiny else spec.input_hw)
-    if tiny:
-        with seeded(seed):
-            transformer = _cast(d.CogVideoXTransformer3DModel(**tiny_transformer_config(variant, tiny_layers)), dt)
-            vae = _cast(d.AutoencoderKLCogVideoX(**TINY_VAE), dt)
-            emb = torch.randn(1, *TINY_TEXT)
-        scheduler = tiny_scheduler()
-        mid = None
-    else:
-        mid = model_id or spec.model_id
-        transformer = d.CogVideoXTransformer3DModel.from_pretrained(mid, subfolder="transformer", revision=revision, torch_dtype=dt)
-        vae = d.AutoencoderKLCogVideoX.from_pretrained(mid, subfolder="vae", revision=revision, torch_dtype=dt)
-        scheduler = d.CogVideoXDDIMScheduler.from_pretrained(mid, subfolder="scheduler", revision=revision)
-        emb = empty_prompt_embeds(
-            mid, revision, lambda: compute_empty_prompt(mid, revision, dev, dt), cache_dir, text_embeds,
-            variant=f"t5-{str(dt).replace('torch.', '')}",
+    d = require_diffusers()
+
+    def pretrained() -> DiffusionParts:
+        mid, rev, dt = ctx.model_id, ctx.options.revision, ctx.dtype
+        return DiffusionParts(
+            hub_part(d.CogVideoXTransformer3DModel, mid, "transformer", rev, dt),
+            hub_part(d.AutoencoderKLCogVideoX, mid, "vae", rev, dt),
+            d.CogVideoXDDIMScheduler.from_pretrained(mid, subfolder="scheduler", revision=rev),
+            prompt_embedding(ctx, compute_empty_prompt, mid, rev, dt, ctx.options.text_embeds,
+                             variant=f"t5-{dtype_tag(dt)}"),
         )
-    return CogVideoXBackbone(
-        spec, transformer, vae, scheduler, emb, hw, dev, dt, seed=seed, offload=offload, model_id=mid,
-        revision=revision, num_clips=num_clips or arch["clips"], resize=resize, autocast=autocast,
-        condition_latent=condition_latent, vae_tiling=vae_tiling,
-    )
+
+    tiny = lambda: tiny_parts(ctx, tiny_transformer_config(ctx.variant, own.tiny_layers), TINY_VAE)  # noqa: E731
+    return make_diffusion(ctx, CogVideoXBackbone, tiny, pretrained, **settings(own, VARIANTS[ctx.variant]["clips"]))
 
 
-def _register() -> None:
+FAMILY = Family("cogvideox", make, options=DIFFUSION_OPTIONS, own=CogVideoXOptions)
+build = FAMILY.build  # build(spec, variant, **options)
+
+
+def register_backbones() -> None:
     for variant, arch in VARIANTS.items():
         clip_len = (arch["frames"] - 1) // arch["clips"] + 1
         spec = BackboneSpec(
@@ -301,7 +284,4 @@ def _register() -> None:
                 f"{arch['frames']} frames as {arch['clips']}x{clip_len}, 720x480 -> {(clip_len - 1) // 4 + 1}x30x45 per clip"
             ),
         )
-        register(spec, functools.partial(build, spec, variant))
-
-
-_register()
+        FAMILY.register(spec, variant)

@@ -7,8 +7,9 @@
   :func:`interleaved_clips` / :func:`interleaved_frame_index`);
 * token sequence -> ``[N, h, w, C]`` grids;
 * layer resolution (1-based block outputs, ``-1`` = the model's final output);
-* dtype / device handling and :func:`load_or_random` (hub weights or a
-  seeded random init of the same class).
+* dtype / device handling, :func:`require_transformers` / :func:`require_diffusers`
+  and :func:`load_or_random` (hub weights or a seeded random init of the same
+  class); :func:`start_extract`, the checks every extract begins with.
 
 Layer convention used by every adapter: layer ``k`` (1..L) is the output of
 the k-th transformer block, *before* any final norm (what Hugging Face calls
@@ -63,6 +64,16 @@ def check_timesteps(timesteps: Sequence[int | None], who: str) -> None:
         raise ValueError(f"{who}: this model has no diffusion timestep; pass timesteps=(None,), got {ts}")
 
 
+def start_extract(bb: Any, video: torch.Tensor, layers: Sequence[int], timesteps: Sequence[int | None],
+                  num_layers: int | None = None) -> list[tuple[int, int]]:
+    """The checks every extract without a diffusion time starts with: the video, ``timesteps == (None,)``,
+    and ``layers`` resolved against ``num_layers`` (default ``bb.num_layers``); errors name ``bb.spec.name``."""
+    who = bb.spec.name
+    check_video(video, who)
+    check_timesteps(timesteps, who)
+    return resolve_layers(layers, bb.num_layers if num_layers is None else num_layers, who)
+
+
 def resolve_layers(layers: Sequence[int], num_layers: int, who: str) -> list[tuple[int, int]]:
     """``[(requested, block)]``: block is 1-based; ``-1`` maps to ``num_layers`` (final output)."""
     if not layers:
@@ -105,6 +116,25 @@ def prepare_frames(
     x = video.to(device=device, dtype=torch.float32)
     x = normalize(resize_video(x, hw, kernel), mean, std)
     return x.to(dtype)
+
+
+class ImageNetEncoder:
+    """Mixin of the hooked encoder adapters fed ImageNet-normalised frames (DINOv2, V-JEPA, V-JEPA 2, VideoMAE).
+
+    The adapter sets ``blocks``, ``input_hw``, ``device``, ``dtype`` (and ``resize``, default ``bilinear``).
+    """
+
+    resize: str = "bilinear"
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.blocks)  # type: ignore[attr-defined]
+
+    def preprocess(self, video: torch.Tensor) -> torch.Tensor:
+        """``[T,3,H,W]`` in [0,1] -> normalised frames ``[T,3,h,w]`` at ``input_hw`` (``resize`` kernel), on the
+        model's device and dtype."""
+        return prepare_frames(video, self.input_hw, IMAGENET_MEAN, IMAGENET_STD, self.device,  # type: ignore[attr-defined]
+                              self.dtype, kernel=self.resize)  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------ layouts
@@ -246,6 +276,15 @@ def require_transformers():
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise MissingExtraError("transformers", "hf") from e
     return transformers
+
+
+def require_diffusers():
+    """Import diffusers or raise MissingExtraError naming the 'hf' extra."""
+    try:
+        import diffusers
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise MissingExtraError("diffusers", "hf") from e
+    return diffusers
 
 
 @contextlib.contextmanager

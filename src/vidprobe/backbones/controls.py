@@ -30,22 +30,22 @@ All controls are per frame (map t serves frame t) and have one layer
 
 from __future__ import annotations
 
-import functools
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from vidprobe.backbones.base import BackboneSpec, FeatureSet, register
+from vidprobe.backbones.base import BackboneSpec, FeatureSet
+from vidprobe.backbones.builder import BuildContext, Family
 from vidprobe.backbones.common import (
-    both_or_neither,
-    check_timesteps,
-    check_video,
     per_frame_index,
     resize_video,
-    resolve_layers,
     snap_hw,
+    start_extract,
 )
+
+REGISTER_ORDER = 1  # after the families: random-<arch> reuses their registered builders
 
 REFERENCE_HW = (420, 728)
 ORACLE_CHANNELS = (
@@ -64,6 +64,8 @@ def patchify(video: torch.Tensor, patch: int) -> torch.Tensor:
 
 
 class PixelsControl:
+    num_layers = 1
+
     def __init__(self, spec: BackboneSpec, patch: int = 14, input_hw: tuple[int, int] = REFERENCE_HW):
         if patch < 1:
             raise ValueError(f"{spec.name}: patch must be >= 1, got {patch}")
@@ -73,10 +75,7 @@ class PixelsControl:
 
     @torch.inference_mode()
     def extract(self, video, layers, timesteps=(None,), clip=None) -> FeatureSet:
-        who = self.spec.name
-        check_video(video, who)
-        check_timesteps(timesteps, who)
-        resolved = resolve_layers(layers, 1, who)
+        resolved = start_extract(self, video, layers, timesteps)
         x = resize_video(video.float(), self.input_hw).clamp(0, 1)
         feats = patchify(x, self.patch)
         grid = feats.shape[1:3]
@@ -137,6 +136,8 @@ def oracle_features(clip: Any, grid: tuple[int, int]) -> torch.Tensor:
 
 
 class OracleControl:
+    num_layers = 1
+
     def __init__(self, spec: BackboneSpec, patch: int = 14, input_hw: tuple[int, int] = REFERENCE_HW):
         self.spec = spec
         self.patch = int(patch)
@@ -149,9 +150,7 @@ class OracleControl:
     @torch.inference_mode()
     def extract(self, video, layers, timesteps=(None,), clip=None) -> FeatureSet:
         who = self.spec.name
-        check_video(video, who)
-        check_timesteps(timesteps, who)
-        resolved = resolve_layers(layers, 1, who)
+        resolved = start_extract(self, video, layers, timesteps)
         if clip is None:
             raise ValueError(
                 f"{who}: the oracle control builds features from ground truth and needs the clip: "
@@ -166,38 +165,42 @@ class OracleControl:
                                 "channels": list(ORACLE_CHANNELS)})
 
 
-def build_pixels(spec: BackboneSpec, patch: int = 14, height: int | None = None, width: int | None = None,
-                 device: str | None = None) -> PixelsControl:
+@dataclass(frozen=True)
+class PatchOptions:
+    """The pixel and oracle controls' own option."""
+
+    patch: int = 14  # patch size in pixels (the grid is input size // patch)
+
+
+def make_pixels(ctx: BuildContext, own: PatchOptions) -> PixelsControl:
     """``device`` is accepted for a uniform CLI; the control runs on the CPU."""
-    return PixelsControl(spec, patch, both_or_neither(height, width, spec.name) or spec.input_hw)
+    return PixelsControl(ctx.spec, own.patch, ctx.input_hw())
 
 
-def build_oracle(spec: BackboneSpec, patch: int = 14, height: int | None = None, width: int | None = None,
-                 device: str | None = None) -> OracleControl:
-    return OracleControl(spec, patch, both_or_neither(height, width, spec.name) or spec.input_hw)
+def make_oracle(ctx: BuildContext, own: PatchOptions) -> OracleControl:
+    return OracleControl(ctx.spec, own.patch, ctx.input_hw())
 
 
-def _random_factory(base_name: str):
-    """Factory of ``random-<arch>``: the base variant's builder with random weights (seeded)."""
+CONTROL_OPTIONS = ("height", "width", "device")
+PIXELS = Family("pixels", make_pixels, options=CONTROL_OPTIONS, own=PatchOptions)
+ORACLE = Family("oracle", make_oracle, options=CONTROL_OPTIONS, own=PatchOptions)
+build_pixels, build_oracle = PIXELS.build, ORACLE.build  # build_pixels(spec, **options)
+
+#: what ``random-<arch>`` passes on to the base variant's builder (with ``random_init=True``)
+RANDOM_OPTIONS = ("dtype", "device", "tiny", "height", "width", "config_overrides", "seed")
+
+
+def make_random(ctx: BuildContext, own: Any) -> Any:
+    """``random-<arch>``: the base variant's registered builder (``ctx.variant``) with seeded random weights."""
     from vidprobe.backbones.base import _REGISTRY
 
-    base_spec, base_factory = _REGISTRY[base_name]
+    base_factory = _REGISTRY[ctx.variant][1]
+    bb = base_factory(**{k: getattr(ctx.options, k) for k in RANDOM_OPTIONS}, random_init=True)
+    bb.spec = ctx.spec
+    return bb
 
-    def factory(
-        dtype: str | torch.dtype | None = None,
-        device: str | torch.device | None = None,
-        tiny: bool = False,
-        height: int | None = None,
-        width: int | None = None,
-        config_overrides: dict | None = None,
-        seed: int = 0,
-    ):
-        bb = base_factory(dtype=dtype, device=device, tiny=tiny, height=height, width=width,
-                          config_overrides=config_overrides, random_init=True, seed=seed)
-        bb.spec = _RANDOM_SPECS[base_name]
-        return bb
 
-    return base_spec, factory
+RANDOM = Family("random", make_random, options=RANDOM_OPTIONS)
 
 
 # family -> the variant whose architecture the random control copies (the reference one)
@@ -207,27 +210,24 @@ RANDOM_OF = {
     "vjepa2": "vjepa2-vitl-fpc64-256",
     "videomae": "videomae-base",
 }
-_RANDOM_SPECS: dict[str, BackboneSpec] = {}
 
 
-def _register() -> None:
+def register_backbones() -> None:
     for name, desc in (
         ("pixels", "control: patchified RGB (patch 14 -> C = 588), no model"),
         ("oracle", "control: per-patch ground-truth depth stats, rays, points, camera centre (needs GT; upper bound)"),
     ):
         spec = BackboneSpec(name=name, family="control", model_id=None, num_layers=1, default_layer=1,
                             input_hw=REFERENCE_HW, num_frames=None, frame_layout="per-frame", description=desc)
-        register(spec, functools.partial(build_pixels if name == "pixels" else build_oracle, spec))
+        (PIXELS if name == "pixels" else ORACLE).register(spec)
+    from vidprobe.backbones.base import _REGISTRY
+
     for family, base in RANDOM_OF.items():
-        base_spec, factory = _random_factory(base)
+        base_spec = _REGISTRY[base][0]
         spec = BackboneSpec(
             name=f"random-{family}", family="control", model_id=None, num_layers=base_spec.num_layers,
             default_layer=base_spec.default_layer, input_hw=base_spec.input_hw, num_frames=base_spec.num_frames,
             frame_layout=base_spec.frame_layout, extras=base_spec.extras,
             description=f"control: {base} architecture with random weights (seeded)",
         )
-        _RANDOM_SPECS[base] = spec
-        register(spec, factory)
-
-
-_register()
+        RANDOM.register(spec, base)

@@ -9,6 +9,11 @@ One extraction, for every family::
                    hooked blocks read, forward stopped after the deepest requested block
     tokens -> [N_latent_frames, h, w, C] per (layer, timestep) + frame_index [T]
 
+This module holds the adapter (:class:`DiffusionBackbone`) and the denoising check; the timestep and noise
+arithmetic is in :mod:`vidprobe.backbones.noise_schedule` and the empty-prompt cache in
+:mod:`vidprobe.backbones.text_cache` (both importable from here too), the build the families share in
+:mod:`vidprobe.backbones.diffusion_build`.
+
 Timesteps
 ---------
 A timestep is given either as a **scheduler index** (``int``, e.g. the
@@ -90,12 +95,8 @@ precomputed file instead (a safetensors file with one tensor, or the key
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
-import re
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 
@@ -109,165 +110,30 @@ from vidprobe.backbones.common import (
     run_tapped,
     tokens_to_grid,
 )
+from vidprobe.backbones.noise_schedule import (  # noqa: F401 (re-exported: the diffusion API)
+    CONDITION_STREAM,
+    NUM_INFERENCE_STEPS,
+    RECON_INPUT_STREAM,
+    RECON_STREAM,
+    TimestepChoice,
+    index_of,
+    make_generator,
+    make_noise,
+    noise_latents,
+    noise_seed,
+    prepared_scheduler,
+    resolve_timestep,
+    tau_of_index,
+)
+from vidprobe.backbones.text_cache import (  # noqa: F401 (re-exported)
+    cache_root,
+    empty_prompt_embeds,
+    load_text_embeds,
+    save_tensor_atomic,
+    text_cache_path,
+)
 
-NUM_INFERENCE_STEPS = 1000
 CONDITION_LATENTS = ("mode", "sample")
-
-
-# ------------------------------------------------------------------ timesteps
-@dataclass(frozen=True)
-class TimestepChoice:
-    """One requested timestep, resolved against a scheduler (see the module docstring)."""
-
-    requested: int | float
-    index: int  # position in scheduler.timesteps after set_timesteps(N)
-    tau: float  # 1 - index / N (the paper's label; larger = more noise)
-    model_t: float  # the timestep value the denoiser receives
-    alpha: float  # x_t = alpha * x_0 + sigma * noise
-    sigma: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def index_of(timestep: int | float, num_steps: int = NUM_INFERENCE_STEPS) -> int:
-    """Scheduler index of a requested timestep: ints are indices, floats are tau in [0, 1]."""
-    if isinstance(timestep, bool) or timestep is None:
-        raise ValueError(f"timestep must be a scheduler index (int) or tau in [0,1] (float), got {timestep!r}")
-    if isinstance(timestep, float):
-        if not 0.0 <= timestep <= 1.0:
-            raise ValueError(f"tau must lie in [0, 1], got {timestep}")
-        return min(num_steps - 1, max(0, int(round((1.0 - timestep) * num_steps))))
-    i = int(timestep)
-    if not 0 <= i < num_steps:
-        raise ValueError(f"scheduler index must lie in [0, {num_steps}), got {i}")
-    return i
-
-
-def tau_of_index(index: int, num_steps: int = NUM_INFERENCE_STEPS) -> float:
-    return round(1.0 - index / num_steps, 6)
-
-
-def prepared_scheduler(scheduler: Any, num_steps: int = NUM_INFERENCE_STEPS) -> Any:
-    """``scheduler.set_timesteps(num_steps)`` on CPU (the reference's setting); returns it."""
-    scheduler.set_timesteps(num_steps, device="cpu")
-    return scheduler
-
-
-def noise_latents(scheduler: Any, x0: torch.Tensor, noise: torch.Tensor, model_t: torch.Tensor) -> torch.Tensor:
-    """The scheduler's own forward process at ``model_t``: ``add_noise`` (DDIM, UniPC) or ``scale_noise`` (flow Euler)."""
-    t = model_t.reshape(1).to(x0.device)
-    if hasattr(scheduler, "add_noise"):
-        return scheduler.add_noise(x0, noise, t)
-    return scheduler.scale_noise(x0, t, noise)
-
-
-def resolve_timestep(scheduler: Any, timestep: int | float, num_steps: int = NUM_INFERENCE_STEPS) -> TimestepChoice:
-    """Index, tau, model timestep and the (alpha, sigma) mix the scheduler applies there."""
-    i = index_of(timestep, num_steps)
-    ts = scheduler.timesteps
-    if len(ts) != num_steps:
-        raise RuntimeError(f"scheduler has {len(ts)} timesteps; call prepared_scheduler(s, {num_steps}) first")
-    t = ts[i]
-    one, zero = torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
-    # probe the scheduler's own mix: x0=1, noise=0 -> alpha; x0=0, noise=1 -> sigma
-    alpha = float(noise_latents(scheduler, one.float(), zero.float(), t).double())
-    sigma = float(noise_latents(scheduler, zero.float(), one.float(), t).double())
-    return TimestepChoice(
-        requested=timestep, index=i, tau=tau_of_index(i, num_steps), model_t=float(t), alpha=alpha, sigma=sigma
-    )
-
-
-def noise_seed(seed: int, clip: int, index: int) -> int:
-    """Seed of the noise for (clip k, scheduler index): fixed, distinct per pair."""
-    return (int(seed) * 1_000_003 + int(clip) * 10_007 + int(index)) % (2**63 - 1)
-
-
-#: noise streams of a clip other than the timesteps' (indices < 1000): never collide with them
-CONDITION_STREAM = 1000  # posterior sample of a condition latent (first-frame image)
-RECON_STREAM = 1001  # Aether's reconstruction: initial latents and the DPM steps' noise
-RECON_INPUT_STREAM = 1002  # Aether's reconstruction: posterior sample of its video condition
-
-
-def make_generator(seed: int) -> torch.Generator:
-    return torch.Generator(device="cpu").manual_seed(int(seed))
-
-
-def make_noise(shape: Sequence[int], seed: int) -> torch.Tensor:
-    g = torch.Generator(device="cpu").manual_seed(int(seed))
-    return torch.randn(tuple(shape), generator=g, dtype=torch.float32)
-
-
-# --------------------------------------------------------------- text cache
-def cache_root() -> Path:
-    return Path(os.environ.get("VIDPROBE_CACHE", Path.home() / ".cache" / "vidprobe"))
-
-
-def _safe_name(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_") or "model"
-
-
-def text_cache_path(
-    model_id: str, revision: str | None, cache_dir: str | Path | None = None, variant: str | None = None
-) -> Path:
-    """Cache file of a model's empty-prompt embedding; ``variant`` (e.g. the text encoder's dtype) keys it further."""
-    root = Path(cache_dir) if cache_dir is not None else cache_root() / "text_embeds"
-    key = f"{model_id}@{revision or 'main'}" + (f"#{variant}" if variant else "")
-    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
-    return root / f"{_safe_name(key)}-{digest}.safetensors"
-
-
-def save_tensor_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save_file
-
-    from vidprobe.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-
-
-def load_text_embeds(path: str | Path) -> torch.Tensor:
-    """A precomputed prompt embedding: safetensors with key ``prompt_embeds`` or a single tensor; ``[1, L, D]``."""
-    from safetensors.torch import load_file
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"text embedding file not found: {p}")
-    try:
-        d = load_file(str(p))
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{p}: not a readable safetensors file ({e})") from e
-    if "prompt_embeds" in d:
-        t = d["prompt_embeds"]
-    elif len(d) == 1:
-        t = next(iter(d.values()))
-    else:
-        raise ValueError(f"{p}: field 'prompt_embeds' missing (found {sorted(d)})")
-    if t.dim() == 2:
-        t = t[None]
-    if t.dim() != 3 or t.shape[0] != 1:
-        raise ValueError(f"{p}: field 'prompt_embeds' must be [1, L, D], got {tuple(t.shape)}")
-    return t
-
-
-def empty_prompt_embeds(
-    model_id: str,
-    revision: str | None,
-    compute: Callable[[], torch.Tensor],
-    cache_dir: str | Path | None = None,
-    path: str | Path | None = None,
-    variant: str | None = None,
-) -> torch.Tensor:
-    """The empty prompt's embedding ``[1, L, D]`` (CPU): from ``path``, the disk cache, or ``compute()`` (then cached)."""
-    if path is not None:
-        return load_text_embeds(path)
-    cache = text_cache_path(model_id, revision, cache_dir, variant)
-    if cache.is_file():
-        return load_text_embeds(cache)
-    emb = compute().detach().cpu()
-    meta = {"model_id": model_id, "revision": revision or "main", "prompt": "", "variant": variant or ""}
-    save_tensor_atomic(cache, {"prompt_embeds": emb}, meta)
-    return emb
 
 
 # ------------------------------------------------------------------ core

@@ -18,30 +18,24 @@ model's ``x_norm_patchtokens``). The study's release reads exactly that from
 
 from __future__ import annotations
 
-import functools
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 
-from vidprobe.backbones.base import BackboneSpec, FeatureSet, register
+from vidprobe.backbones.base import BackboneSpec, FeatureSet
+from vidprobe.backbones.builder import ENCODER_OPTIONS, BuildContext, Family
 from vidprobe.backbones.common import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     LAST,
-    both_or_neither,
+    ImageNetEncoder,
     check_kernel,
-    check_timesteps,
-    check_video,
-    load_or_random,
     per_frame_index,
-    prepare_frames,
     require_transformers,
-    resolve_device,
-    resolve_dtype,
-    resolve_layers,
     run_tapped,
     snap_hw,
+    start_extract,
 )
+from vidprobe.backbones.loading import load_hf_model
 
 PATCH = 14
 REFERENCE_HW = (420, 728)  # (H, W): the reference's 728x420 input -> 30x52 tokens
@@ -73,7 +67,7 @@ def full_config(size: str, registers: bool):
     return tf.Dinov2Config(**kw)
 
 
-class DINOv2Backbone:
+class DINOv2Backbone(ImageNetEncoder):
     """Adapter around a transformers ``Dinov2Model`` / ``Dinov2WithRegistersModel``."""
 
     def __init__(
@@ -103,24 +97,12 @@ class DINOv2Backbone:
         return self.model.encoder.layer
 
     @property
-    def num_layers(self) -> int:
-        return len(self.blocks)
-
-    @property
     def grid(self) -> tuple[int, int]:
         return self.input_hw[0] // self.patch, self.input_hw[1] // self.patch
 
-    def preprocess(self, video: torch.Tensor) -> torch.Tensor:
-        """``[T,3,H,W]`` in [0,1] -> normalised pixel values ``[T,3,h*14,w*14]`` on the model's device."""
-        return prepare_frames(video, self.input_hw, IMAGENET_MEAN, IMAGENET_STD, self.device, self.dtype,
-                              kernel=self.resize)
-
     @torch.inference_mode()
     def extract(self, video, layers, timesteps=(None,), clip=None) -> FeatureSet:
-        who = self.spec.name
-        check_video(video, who)
-        check_timesteps(timesteps, who)
-        resolved = resolve_layers(layers, self.num_layers, who)
+        resolved = start_extract(self, video, layers, timesteps)
         x = self.preprocess(video)
         h, w = self.grid
         parts: dict[int, list[torch.Tensor]] = {req: [] for req, _ in resolved}
@@ -139,52 +121,31 @@ class DINOv2Backbone:
         return FeatureSet(maps=maps, frame_index=per_frame_index(video.shape[0]), info=info)
 
 
-def build(
-    spec: BackboneSpec,
-    size: str,
-    registers: bool,
-    model_id: str | None = None,
-    revision: str | None = None,
-    dtype: str | torch.dtype | None = None,
-    device: str | torch.device | None = None,
-    tiny: bool = False,
-    height: int | None = None,
-    width: int | None = None,
-    config_overrides: dict | None = None,
-    random_init: bool = False,
-    seed: int = 0,
-    batch_size: int = 8,
-    resize: str = "bilinear",
-) -> DINOv2Backbone:
-    """Load (or randomly initialise) a DINOv2 variant. ``tiny`` = a 3-block random model for tests.
+@dataclass(frozen=True)
+class DINOv2Options:
+    """DINOv2's own build option (the common ones, ``resize`` included, are in ``BuildOptions``)."""
+
+    batch_size: int = 8  # frames per forward pass
+
+
+def make(ctx: BuildContext, own: DINOv2Options) -> DINOv2Backbone:
+    """A DINOv2 variant ``(size, registers)``: hub weights or a seeded random init (``tiny``: 3 blocks).
 
     ``resize``: frame resize kernel (:mod:`vidprobe.backbones.resize`; the study's release: ``pil-bicubic``).
     """
-    check_kernel(resize, spec.name)
     tf = require_transformers()
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    hw = both_or_neither(height, width, spec.name) or spec.input_hw
+    size, registers = ctx.variant
     cls = tf.Dinov2WithRegistersModel if registers else tf.Dinov2Model
-    config = None
-    if tiny or random_init:
-        config = full_config(size, registers)
-        if tiny:
-            for k, v in TINY.items():
-                setattr(config, k, v)
-        random_init = True
-    if config_overrides:
-        if config is None:
-            config = cls.config_class.from_pretrained(model_id or spec.model_id, revision=revision)
-        for k, v in config_overrides.items():
-            setattr(config, k, v)
-    mid = model_id or spec.model_id
-    model = load_or_random(cls, config, mid, revision, random_init, dtype=dt, device=dev, seed=seed)
-    return DINOv2Backbone(spec, model, hw, dev, dt, batch_size=batch_size, model_id=None if random_init else mid,
-                          resize=resize)
+    model = load_hf_model(ctx, cls, lambda: full_config(size, registers), TINY)
+    return DINOv2Backbone(ctx.spec, model, ctx.input_hw(), ctx.device, ctx.dtype, batch_size=own.batch_size,
+                          model_id=ctx.loaded_id, resize=ctx.options.resize)
 
 
-def _register() -> None:
+FAMILY = Family("dinov2", make, options=ENCODER_OPTIONS + ("resize",), own=DINOv2Options)
+build = FAMILY.build  # build(spec, (size, registers), **options)
+
+
+def register_backbones() -> None:
     for registers in (False, True):
         for size, (hidden, layers, _, _) in SIZES.items():
             name = f"dinov2-reg-{size}" if registers else f"dinov2-{size}"
@@ -202,7 +163,4 @@ def _register() -> None:
                 description=f"DINOv2 ViT-{size[0].upper()}/14{' + 4 registers' if registers else ''}, C={hidden}"
                 + (" (reference: last layer, 728x420)" if ref else ""),
             )
-            register(spec, functools.partial(build, spec, size, registers))
-
-
-_register()
+            FAMILY.register(spec, (size, registers))

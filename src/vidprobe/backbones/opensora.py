@@ -9,7 +9,9 @@ class (scaling factor 0.476986, shift 0; 4x time, 8x space, 16 channels).
 Both claims, and the whole extraction below, are checked against the study's
 release (VidFM3D ``features/opensora/opensora_features.py``) by
 ``tests/test_parity_opensora.py`` on a fixture made by the release's own code
-(``tools/parity/opensora_mmdit.py``).
+(``tools/parity/opensora_mmdit.py``). The schedule lives in
+:mod:`vidprobe.backbones.scheduler_opensora`, the loaders of the official files
+in :mod:`vidprobe.backbones.loading_opensora`; both are importable from here.
 
 Extraction
 ----------
@@ -60,25 +62,20 @@ layer ``19 + 20 + 1 = 40``, the registered default.
 
 from __future__ import annotations
 
-import functools
-import math
-from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from vidprobe.backbones.base import BackboneSpec, MissingExtraError, register
+from vidprobe.backbones.base import BackboneSpec
+from vidprobe.backbones.builder import DIFFUSION_OPTIONS, BuildContext, Family
 from vidprobe.backbones.common import (
-    both_or_neither,
     check_kernel,
     check_video,
     pad_clip,
+    require_diffusers,
     resize_video,
-    resolve_device,
     resolve_dtype,
-    seeded,
     vae4x_index,
 )
 from vidprobe.backbones.diffusion import (
@@ -86,11 +83,11 @@ from vidprobe.backbones.diffusion import (
     ClipLatents,
     DiffusionBackbone,
     _cast,
-    empty_prompt_embeds,
     make_noise,
     noise_seed,
     vae4x_length,
 )
+from vidprobe.backbones.diffusion_build import DiffusionParts, make_diffusion, prompt_embedding
 from vidprobe.backbones.transformer_opensora import (  # noqa: F401 (re-exported: the public API of this module)
     PATCH,
     MMDiTConfig,
@@ -105,106 +102,40 @@ from vidprobe.backbones.transformer_opensora import (  # noqa: F401 (re-exported
     unpack,
 )
 
+from vidprobe.backbones.loading_opensora import (  # noqa: F401 (re-exported)
+    CHECKPOINT_FILE,
+    CLIP_MAX_LENGTH,
+    CLIP_SUBFOLDER,
+    T5_MAX_LENGTH,
+    T5_SUBFOLDER,
+    VAE_FILE,
+    compute_empty_clip,
+    compute_empty_t5,
+    load_official,
+    load_state_dict_file,
+    load_transformer,
+    load_vae,
+)
+from vidprobe.backbones.scheduler_opensora import (  # noqa: F401 (re-exported)
+    SCHEDULE_DTYPES,
+    SIGMA_MIN,
+    OpenSoraFlowScheduler,
+    schedule_dtype_of,
+    shift_alpha,
+    time_shift,
+)
+
 MODEL_ID = "hpcai-tech/Open-Sora-v2"
-CHECKPOINT_FILE = "Open_Sora_v2.safetensors"
-VAE_FILE = "hunyuan_vae.safetensors"
-T5_SUBFOLDER = "google/t5-v1_1-xxl"
-CLIP_SUBFOLDER = "openai/clip-vit-large-patch14"
-T5_MAX_LENGTH = 512
-CLIP_MAX_LENGTH = 77
 REFERENCE_HW = (480, 848)
 REFERENCE_FRAMES = 81
 REFERENCE_SINGLE_BLOCK = 20  # 0-based index into single_blocks
-SIGMA_MIN = 1e-5
 VAE_SCALING = 0.476986
 VAE_TILE, VAE_TILE_STRIDE = 256, 192  # the release's sample_size 256, tile_overlap_factor 0.25
-SCHEDULE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 LATENT_MODES = ("mode", "sample")
 POSTERIOR_DRAW = {"clip": 0, "first_frame": 1}
 
 
-# ================================================================= time shift
-def shift_alpha(latent_frames: int, latent_h: int, latent_w: int) -> float:
-    """The resolution-dependent shift: linear in ``h*w//4`` (256 -> 1, 4096 -> 3) times ``sqrt(frames)`` (float64)."""
-    seq = (latent_w * latent_h) // 4
-    m = (3.0 - 1.0) / (4096 - 256)
-    b = 1.0 - m * 256
-    return (m * seq + b) * math.sqrt(latent_frames)
-
-
-def time_shift(alpha: float, t):
-    """``alpha t / (1 + (alpha - 1) t)``; on a tensor every operation rounds in the tensor's dtype."""
-    return alpha * t / (1 + (alpha - 1) * t)
-
-
-def schedule_dtype_of(name: str, who: str = "opensora2") -> torch.dtype:
-    if name not in SCHEDULE_DTYPES:
-        raise ValueError(f"{who}: schedule_dtype must be one of {', '.join(SCHEDULE_DTYPES)}, got {name!r}")
-    return SCHEDULE_DTYPES[name]
-
-
-class OpenSoraFlowScheduler:
-    """Open-Sora 2.0's flow-matching forward process behind the scheduler interface the diffusion core uses.
-
-    After ``set_timesteps(N)``, ``timesteps[i] = 1000 * t_i`` (float64,
-    descending, index 0 = pure noise) with ``t_i = shift(tau_i)``, ``tau_i = 1 -
-    i/N``, both formed in ``dtype`` (``"fp32"`` or ``"bf16"``: every operation
-    of the shift rounds there). ``scale_noise(x0, t, noise)`` is ``(1 - s) x0 +
-    (1 - (1 - sigma_min)(1 - s)) noise`` with ``s = t/1000``, also evaluated in
-    ``dtype`` (result in x0's dtype); ``step`` is the Euler update ``x + (s_next
-    - s) v`` (``s_next`` = the next entry, 0 after the last). ``alpha`` (the
-    shift) is set from the latent grid with :meth:`set_grid`.
-    """
-
-    def __init__(self, alpha: float = 1.0, sigma_min: float = SIGMA_MIN, num_train_timesteps: int = 1000,
-                 dtype: str = "fp32"):
-        self.alpha = float(alpha)
-        self.sigma_min = float(sigma_min)
-        self.dtype_name = dtype
-        self.dtype = schedule_dtype_of(dtype)
-        self.config = SimpleNamespace(num_train_timesteps=int(num_train_timesteps), sigma_min=float(sigma_min))
-        self.num_steps = NUM_INFERENCE_STEPS
-        self.set_timesteps(self.num_steps)
-
-    def set_grid(self, latent_frames: int, latent_h: int, latent_w: int) -> float:
-        self.alpha = shift_alpha(latent_frames, latent_h, latent_w)
-        self.set_timesteps(self.num_steps)
-        return self.alpha
-
-    def model_time(self, tau: torch.Tensor) -> torch.Tensor:
-        """``tau`` (any float dtype) -> the shifted time ``t`` in ``dtype``."""
-        return time_shift(self.alpha, tau.to(self.dtype)).to(self.dtype)
-
-    def set_timesteps(self, num_steps: int, device: Any = "cpu") -> None:
-        self.num_steps = int(num_steps)
-        tau = 1.0 - torch.arange(self.num_steps, dtype=torch.float64) / self.num_steps
-        n = self.config.num_train_timesteps
-        self.timesteps = (n * self.model_time(tau).double()).to(device)
-
-    def scale_noise(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        s = (torch.as_tensor(t).double() / self.config.num_train_timesteps).reshape(-1).to(x0.device, self.dtype)
-        s = s.view(-1, *([1] * (x0.dim() - 1))) if s.numel() > 1 else s.reshape(())
-        t_rev = 1 - s
-        xt = t_rev * x0.to(self.dtype) + (1 - (1 - self.sigma_min) * t_rev) * noise.to(x0.device, self.dtype)
-        return xt.to(x0.dtype)
-
-    def step(self, model_output, timestep, sample, return_dict: bool = False):
-        ts = self.timesteps.to(torch.float64)
-        i = int(torch.argmin((ts - float(timestep)).abs()))
-        nxt = float(ts[i + 1]) if i + 1 < len(ts) else 0.0
-        ds = (nxt - float(timestep)) / self.config.num_train_timesteps
-        return (sample + ds * model_output,)
-
-
 # ================================================================== backbone
-def _diffusers():
-    try:
-        import diffusers
-    except ImportError as e:  # pragma: no cover
-        raise MissingExtraError("diffusers", "hf") from e
-    return diffusers
-
-
 def posterior_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     """The standard-normal draw of a posterior sample (CPU generator: the same on every device)."""
     return make_noise(shape, seed)
@@ -333,124 +264,6 @@ class OpenSoraBackbone(DiffusionBackbone):
         return fs
 
 
-# ==================================================================== loading
-def _resolve_file(model_id: str, filename: str, revision: str | None) -> str:
-    p = Path(model_id)
-    if p.is_file():
-        return str(p)
-    if p.is_dir():
-        f = p / filename
-        if not f.is_file():
-            raise FileNotFoundError(f"{p}: file {filename!r} not found")
-        return str(f)
-    from huggingface_hub import hf_hub_download
-
-    return hf_hub_download(model_id, filename, revision=revision)
-
-
-def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    sd = load_file(path)
-    for prefix in ("module.", "model."):
-        if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
-    return sd
-
-
-def load_official(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> nn.Module:
-    """Strict load with the official names; a mismatch raises naming the file and the offending keys."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    bad = sorted(k for k in set(own) & set(state_dict) if tuple(own[k].shape) != tuple(state_dict[k].shape))
-    if missing or unexpected or bad:
-        raise ValueError(
-            f"{source}: checkpoint does not match {type(model).__name__}: "
-            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''} ({len(missing)}), "
-            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''} ({len(unexpected)}), "
-            f"shape mismatch {bad[:5]} ({len(bad)})"
-        )
-    model.load_state_dict(state_dict, strict=True, assign=True)
-    return model
-
-
-def load_transformer(model_id: str, revision: str | None, dtype: torch.dtype, filename: str = CHECKPOINT_FILE,
-                     config: MMDiTConfig | None = None):
-    """The MMDiT from ``Open_Sora_v2.safetensors`` (``config``: default the 11B model), strict, in ``dtype``."""
-    path = _resolve_file(model_id, filename, revision)
-    with torch.device("meta"):
-        model = OpenSoraMMDiT(config or MMDiTConfig())
-    sd = {k: v.to(dtype) for k, v in load_state_dict_file(path).items()}
-    return load_official(model, sd, path)
-
-
-def load_vae(model_id: str, revision: str | None, filename: str = VAE_FILE, config: dict | None = None):
-    """HunyuanVideo VAE: the official ``hunyuan_vae.safetensors`` (original names = diffusers names) or a diffusers folder.
-
-    ``config``: ``AutoencoderKLHunyuanVideo`` arguments (default: the class defaults, which are HunyuanVideo's).
-    """
-    d = _diffusers()
-    p = Path(model_id)
-    if p.is_dir() and (p / "vae" / "config.json").is_file():
-        return d.AutoencoderKLHunyuanVideo.from_pretrained(str(p), subfolder="vae", torch_dtype=torch.float32)
-    path = _resolve_file(model_id, filename, revision)
-    vae = d.AutoencoderKLHunyuanVideo(**(config or {}))
-    sd = {k: v.float() for k, v in load_state_dict_file(path).items()}
-    return load_official(vae, sd, path)
-
-
-def _text_source(model_id: str, subfolder: str, revision: str | None) -> tuple[str, dict]:
-    """Where a text encoder lives: ``model_id/<subfolder>`` (the Open-Sora-v2 download layout) or the
-    standalone hub repo of the same name (``google/t5-v1_1-xxl``, ``openai/clip-vit-large-patch14``)."""
-    p = Path(model_id)
-    if p.is_dir():
-        if (p / subfolder / "config.json").is_file():
-            return str(p / subfolder), {}
-        return subfolder, {}
-    try:
-        from huggingface_hub import hf_hub_download
-
-        hf_hub_download(model_id, f"{subfolder}/config.json", revision=revision)
-        return model_id, {"subfolder": subfolder, "revision": revision}
-    except Exception:  # noqa: BLE001 - not in that repo: use the standalone one
-        return subfolder, {}
-
-
-def compute_empty_t5(model_id: str, revision: str | None, device, dtype) -> torch.Tensor:
-    """T5-XXL ``last_hidden_state`` of the empty prompt padded to 512 tokens, no attention mask.
-
-    These are the settings of the release's ``HFEmbedder`` (read from its code; the parity fixture feeds fixed
-    text embeddings, so this function is not compared with it). The release runs colossalai's fused T5 in bf16.
-    """
-    from transformers import AutoTokenizer, T5EncoderModel
-
-    repo, kw = _text_source(model_id, T5_SUBFOLDER, revision)
-    tok = AutoTokenizer.from_pretrained(repo, **kw)
-    enc = T5EncoderModel.from_pretrained(repo, dtype=dtype, **kw).to(device)
-    ids = tok([""], truncation=True, max_length=T5_MAX_LENGTH, padding="max_length", return_tensors="pt")["input_ids"]
-    with torch.inference_mode():
-        out = enc(input_ids=ids.to(device), attention_mask=None).last_hidden_state.float().cpu()
-    del enc
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return out
-
-
-def compute_empty_clip(model_id: str, revision: str | None, device, dtype) -> torch.Tensor:
-    """CLIP-L ``pooler_output`` of the empty prompt (77 tokens), as ``[1, 1, 768]``."""
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    repo, kw = _text_source(model_id, CLIP_SUBFOLDER, revision)
-    tok = CLIPTokenizer.from_pretrained(repo, **kw)
-    enc = CLIPTextModel.from_pretrained(repo, dtype=dtype, **kw).to(device)
-    ids = tok([""], truncation=True, max_length=CLIP_MAX_LENGTH, padding="max_length", return_tensors="pt")["input_ids"]
-    with torch.inference_mode():
-        out = enc(input_ids=ids.to(device), attention_mask=None).pooler_output.float().cpu()
-    del enc
-    return out[:, None]
-
-
 TINY_TEXT = (8, 32)  # (tokens, dim) of the random T5 stand-in
 TINY_POOLED = 16
 TINY_VAE = dict(
@@ -478,32 +291,24 @@ def randomize_(model: nn.Module, seed: int, std: float = 0.05) -> nn.Module:
     return model
 
 
-def build(
-    spec: BackboneSpec,
-    model_id: str | None = None,
-    revision: str | None = None,
-    dtype: str | torch.dtype | None = None,
-    device: str | torch.device | None = None,
-    tiny: bool = False,
-    height: int | None = None,
-    width: int | None = None,
-    seed: int = 0,
-    offload: bool = False,
-    text_embeds: str | None = None,
-    pooled_embeds: str | None = None,
-    cache_dir: str | None = None,
-    tiny_layers: int = 3,
-    tiny_double: int = 2,
-    vae_model_id: str | None = None,
-    resize: str = "bilinear",
-    vae_dtype: str | None = None,
-    latents: str = "mode",
-    schedule_dtype: str = "fp32",
-    vae_spatial_tiling: bool = True,
-    vae_framewise: bool = False,
-    mmdit_config: dict | None = None,
-    vae_config: dict | None = None,
-) -> OpenSoraBackbone:
+@dataclass(frozen=True)
+class OpenSoraOptions:
+    """Open-Sora 2.0's own build options (see :func:`make`)."""
+
+    pooled_embeds: str | None = None  # a precomputed CLIP-pooled empty-prompt embedding (safetensors)
+    tiny_layers: int = 3  # single-stream blocks of a tiny model
+    tiny_double: int = 2  # double-stream blocks of a tiny model
+    vae_model_id: str | None = None  # where hunyuan_vae.safetensors (or a diffusers vae folder) lives
+    vae_dtype: str | None = None  # None: fp32
+    latents: str = "mode"  # the clip's VAE latents: posterior mode or a seeded sample
+    schedule_dtype: str = "fp32"  # dtype of the time shift, the noise mix and the timestep fed
+    vae_spatial_tiling: bool = True
+    vae_framewise: bool = False  # 16-frame temporal VAE tiles
+    mmdit_config: dict | None = None  # MMDiTConfig fields (default: the 11B model)
+    vae_config: dict | None = None  # AutoencoderKLHunyuanVideo arguments (default: the class defaults)
+
+
+def make(ctx: BuildContext, own: OpenSoraOptions) -> OpenSoraBackbone:
     """Open-Sora 2.0: the official checkpoint (``model_id`` = hub id, local folder or ``.safetensors``) or ``tiny``.
 
     ``text_embeds`` / ``pooled_embeds``: precomputed T5 / CLIP-pooled
@@ -517,38 +322,33 @@ def build(
     (16-frame temporal tiles) [off]. ``mmdit_config`` / ``vae_config``: other
     architectures than the 11B model / the default VAE (dicts of their fields).
     """
-    d = _diffusers()
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    vdt = torch.float32 if vae_dtype is None else resolve_dtype(vae_dtype, dev)
-    schedule_dtype_of(schedule_dtype, spec.name)
-    check_kernel(resize, f"{spec.name}: resize")
-    hw = both_or_neither(height, width, spec.name) or ((32, 48) if tiny else spec.input_hw)
-    if tiny:
-        with seeded(seed):
-            transformer = randomize_(OpenSoraMMDiT(tiny_config(tiny_double, tiny_layers)), seed)
-            vae = d.AutoencoderKLHunyuanVideo(**TINY_VAE)
-            emb = torch.randn(1, *TINY_TEXT)
-            pooled = torch.randn(1, TINY_POOLED)
-        transformer = _cast(transformer, dt)
-        mid = None
-    else:
-        mid = model_id or spec.model_id
-        config = MMDiTConfig(**mmdit_config) if mmdit_config else None
-        transformer = load_transformer(mid, revision, dt, config=config)
-        vae = load_vae(vae_model_id or mid, revision if vae_model_id is None else None, config=vae_config)
-        emb = empty_prompt_embeds(
-            f"{mid}#t5", revision, lambda: compute_empty_t5(mid, revision, dev, dt), cache_dir, text_embeds
+    d = require_diffusers()
+    vdt = torch.float32 if own.vae_dtype is None else resolve_dtype(own.vae_dtype, ctx.device)
+    schedule_dtype_of(own.schedule_dtype, ctx.name)
+    tiled = lambda vae: configure_vae_tiling(_cast(vae, vdt), own.vae_spatial_tiling, own.vae_framewise)  # noqa: E731
+
+    def tiny() -> DiffusionParts:
+        transformer = randomize_(OpenSoraMMDiT(tiny_config(own.tiny_double, own.tiny_layers)), ctx.seed)
+        return DiffusionParts(_cast(transformer, ctx.dtype), tiled(d.AutoencoderKLHunyuanVideo(**TINY_VAE)),
+                              OpenSoraFlowScheduler(dtype=own.schedule_dtype), torch.randn(1, *TINY_TEXT),
+                              {"pooled_embeds": torch.randn(1, TINY_POOLED)})
+
+    def pretrained() -> DiffusionParts:
+        mid, rev, dt = ctx.model_id, ctx.options.revision, ctx.dtype
+        config = MMDiTConfig(**own.mmdit_config) if own.mmdit_config else None
+        vae = load_vae(own.vae_model_id or mid, rev if own.vae_model_id is None else None, config=own.vae_config)
+        return DiffusionParts(
+            load_transformer(mid, rev, dt, config=config), tiled(vae), OpenSoraFlowScheduler(dtype=own.schedule_dtype),
+            prompt_embedding(ctx, compute_empty_t5, mid, rev, dt, ctx.options.text_embeds, key=f"{mid}#t5"),
+            {"pooled_embeds": prompt_embedding(ctx, compute_empty_clip, mid, rev, dt, own.pooled_embeds,
+                                               key=f"{mid}#clip")},
         )
-        pooled = empty_prompt_embeds(
-            f"{mid}#clip", revision, lambda: compute_empty_clip(mid, revision, dev, dt), cache_dir, pooled_embeds
-        )
-    vae = configure_vae_tiling(_cast(vae, vdt), spatial=vae_spatial_tiling, framewise=vae_framewise)
-    return OpenSoraBackbone(
-        spec, transformer, vae, OpenSoraFlowScheduler(dtype=schedule_dtype), emb, hw, dev, dt,
-        vae_dtype=vdt, seed=seed, offload=offload, model_id=mid, revision=revision, pooled_embeds=pooled,
-        resize=resize, latents=latents,
-    )
+
+    return make_diffusion(ctx, OpenSoraBackbone, tiny, pretrained, vae_dtype=vdt, latents=own.latents)
+
+
+FAMILY = Family("opensora", make, options=DIFFUSION_OPTIONS, own=OpenSoraOptions)
+build = FAMILY.build  # build(spec, **options)
 
 
 DEPTH_DOUBLE = MMDiTConfig().depth
@@ -557,7 +357,7 @@ DEFAULT_LAYER = DEPTH_DOUBLE + REFERENCE_SINGLE_BLOCK + 1  # 40
 DEFAULT_INDEX = 750  # tau = 1 - 750/1000 = 0.25 exactly (before the time shift)
 
 
-def _register() -> None:
+def register_backbones() -> None:
     spec = BackboneSpec(
         name="opensora2",
         family="opensora",
@@ -575,7 +375,4 @@ def _register() -> None:
             "tau 0.25 (index 750) with the resolution-dependent time shift, 81 frames 848x480 -> 21x30x53"
         ),
     )
-    register(spec, functools.partial(build, spec))
-
-
-_register()
+    FAMILY.register(spec)

@@ -18,30 +18,23 @@ one, i.e. ``use_mean_pooling=False``; otherwise the last block's output).
 
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import torch
 
-from vidprobe.backbones.base import BackboneSpec, FeatureSet, register
+from vidprobe.backbones.base import BackboneSpec, FeatureSet
+from vidprobe.backbones.builder import ENCODER_OPTIONS, BuildContext, Family, NoOptions
 from vidprobe.backbones.common import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     LAST,
-    both_or_neither,
-    check_timesteps,
-    check_video,
+    ImageNetEncoder,
     chunked_clips,
     drop_unused,
-    load_or_random,
-    prepare_frames,
     require_transformers,
-    resolve_device,
-    resolve_dtype,
-    resolve_layers,
     run_tapped,
+    start_extract,
     tokens_to_grid,
 )
+from vidprobe.backbones.loading import load_hf_model
 
 # name -> (hub id, hidden, layers, heads)
 VARIANTS: dict[str, tuple[str, int, int, int]] = {
@@ -66,7 +59,7 @@ def _hw(image_size) -> tuple[int, int]:
     return int(image_size), int(image_size)
 
 
-class VideoMAEBackbone:
+class VideoMAEBackbone(ImageNetEncoder):
     def __init__(self, spec: BackboneSpec, model: torch.nn.Module, device, dtype, model_id: str | None = None):
         self.spec = spec
         self.model = model
@@ -79,13 +72,6 @@ class VideoMAEBackbone:
     @property
     def blocks(self) -> Sequence[torch.nn.Module]:
         return self.model.encoder.layer
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.blocks)
-
-    def preprocess(self, video: torch.Tensor) -> torch.Tensor:
-        return prepare_frames(video, self.input_hw, IMAGENET_MEAN, IMAGENET_STD, self.device, self.dtype)
 
     def clips(self, T: int) -> list[list[int]]:
         return chunked_clips(T, self.clip_len)
@@ -101,10 +87,7 @@ class VideoMAEBackbone:
 
     @torch.inference_mode()
     def extract(self, video, layers, timesteps=(None,), clip=None) -> FeatureSet:
-        who = self.spec.name
-        check_video(video, who)
-        check_timesteps(timesteps, who)
-        resolved = resolve_layers(layers, self.num_layers, who)
+        resolved = start_extract(self, video, layers, timesteps)
         T = video.shape[0]
         frames = self.preprocess(video)
         h, w = self.input_hw[0] // self.patch, self.input_hw[1] // self.patch
@@ -122,45 +105,19 @@ class VideoMAEBackbone:
         return FeatureSet(maps=maps, frame_index=idx, info=info)
 
 
-def build(
-    spec: BackboneSpec,
-    variant: str,
-    model_id: str | None = None,
-    revision: str | None = None,
-    dtype: str | torch.dtype | None = None,
-    device: str | torch.device | None = None,
-    tiny: bool = False,
-    height: int | None = None,
-    width: int | None = None,
-    config_overrides: dict | None = None,
-    random_init: bool = False,
-    seed: int = 0,
-) -> VideoMAEBackbone:
+def make(ctx: BuildContext, own: NoOptions) -> VideoMAEBackbone:
+    """VideoMAE: hub weights or a seeded random init; ``height``/``width`` set the config's ``image_size``."""
     tf = require_transformers()
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    hw = both_or_neither(height, width, spec.name)
-    overrides = dict(config_overrides or {})
-    if hw is not None:
-        overrides["image_size"] = list(hw)
-    config = None
-    if tiny or random_init:
-        config = full_config(variant)
-        if tiny:
-            for k, v in TINY.items():
-                setattr(config, k, v)
-        random_init = True
-    mid = model_id or spec.model_id
-    if overrides:
-        if config is None:
-            config = tf.VideoMAEConfig.from_pretrained(mid, revision=revision)
-        for k, v in overrides.items():
-            setattr(config, k, v)
-    model = load_or_random(tf.VideoMAEModel, config, mid, revision, random_init, dtype=dt, device=dev, seed=seed)
-    return VideoMAEBackbone(spec, model, dev, dt, model_id=None if random_init else mid)
+    overrides = {"image_size": list(ctx.hw)} if ctx.hw is not None else None
+    model = load_hf_model(ctx, tf.VideoMAEModel, lambda: full_config(ctx.variant), TINY, overrides)
+    return VideoMAEBackbone(ctx.spec, model, ctx.device, ctx.dtype, model_id=ctx.loaded_id)
 
 
-def _register() -> None:
+FAMILY = Family("videomae", make, options=ENCODER_OPTIONS)
+build = FAMILY.build  # build(spec, variant, **options)
+
+
+def register_backbones() -> None:
     for variant, (hub, hidden, layers, _) in VARIANTS.items():
         spec = BackboneSpec(
             name=f"videomae-{variant}",
@@ -174,7 +131,4 @@ def _register() -> None:
             extras="hf",
             description=f"VideoMAE ViT-{variant[0].upper()}/16 (K400 self-supervised), C={hidden}",
         )
-        register(spec, functools.partial(build, spec, variant))
-
-
-_register()
+        FAMILY.register(spec, variant)

@@ -3,7 +3,8 @@
 No maintained installable package ships the original V-JEPA encoder (the PyPI
 forks pull pinned torchvision/decord/pandas and training code), and
 transformers' ``VJEPA2Model`` uses RoPE while V-JEPA 1 uses fixed 3D sin-cos
-position embeddings, so this module implements the encoder itself with the
+position embeddings, so vidprobe implements the encoder itself
+(:mod:`vidprobe.backbones.model_vjepa`, from :mod:`vidprobe.nn`) with the
 official checkpoint's parameter names, so the released ``.pth.tar`` files
 load with ``load_state_dict(strict=True)``:
 
@@ -46,39 +47,33 @@ featurizer in the parity test.
 
 from __future__ import annotations
 
-import functools
-import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from vidprobe.backbones.base import BackboneSpec, FeatureSet, register
+from vidprobe.backbones.base import BackboneSpec, FeatureSet
+from vidprobe.backbones.builder import ENCODER_OPTIONS, BuildContext, Family
 from vidprobe.backbones.common import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     LAST,
-    both_or_neither,
+    ImageNetEncoder,
     check_kernel,
-    check_timesteps,
-    check_video,
     drop_unused,
     interleaved_clips,
     interleaved_frame_index,
     pad_clip,
-    prepare_frames,
-    resolve_device,
-    resolve_dtype,
-    resolve_layers,
     round_up,
     run_tapped,
-    seeded,
     snap_hw,
+    start_extract,
     tokens_to_grid,
     tubelet_index,
 )
+from vidprobe.backbones.loading import freeze
+from vidprobe.backbones.model_vjepa import VJEPAEncoder
+from vidprobe.nn.pos_embed import sincos_3d  # noqa: F401 (re-exported: tests/test_backbones_encoders.py imports it)
 
 CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/jepa/{name}/{name}.pth.tar"
 REFERENCE_HW = (480, 832)
@@ -92,153 +87,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "vith16-384": dict(embed_dim=1280, depth=32, num_heads=16, img_size=384),
 }
 TINY = dict(embed_dim=32, depth=3, num_heads=2, img_size=32, num_frames=4)
-
-
-# ------------------------------------------------------------------ position
-def sincos_1d(dim: int, pos: torch.Tensor) -> torch.Tensor:
-    """``[M] -> [M, dim]``: [sin(pos*w_i), cos(pos*w_i)], w_i = 10000^(-i/(dim/2))."""
-    if dim % 2:
-        raise ValueError(f"sincos_1d: dim must be even, got {dim}")
-    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))
-    ang = pos.to(torch.float64).reshape(-1, 1) * omega[None]
-    return torch.cat([ang.sin(), ang.cos()], dim=1)
-
-
-def sincos_3d(dim: int, depth: int, height: int, width: int, uniform_power: bool = True) -> torch.Tensor:
-    """Fixed 3D position table ``[depth*height*width, dim]`` (time-major), parts [t | h | w].
-
-    ``uniform_power``: each axis gets ``2*ceil(dim/6)`` channels (then cut to
-    ``dim``); otherwise time gets dim/2 and rows/columns dim/4 each.
-    """
-    if uniform_power:
-        dt = dh = dw = int(math.ceil(dim / 6) * 2)
-    else:
-        dt, dh, dw = dim // 2, dim // 4, dim // 4
-    t, h, w = torch.meshgrid(
-        torch.arange(depth), torch.arange(height), torch.arange(width), indexing="ij"
-    )
-    emb = torch.cat([sincos_1d(dt, t), sincos_1d(dh, h), sincos_1d(dw, w)], dim=1)
-    return emb[:, :dim].float()
-
-
-# ------------------------------------------------------------------ modules
-class PatchEmbed3D(nn.Module):
-    def __init__(self, patch_size: int, tubelet_size: int, in_chans: int, embed_dim: int):
-        super().__init__()
-        k = (tubelet_size, patch_size, patch_size)
-        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=k, stride=k)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B,3,T,H,W] -> [B, N, D]
-        return self.proj(x).flatten(2).transpose(1, 2)
-
-
-class Attention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
-        super().__init__()
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, C = x.shape
-        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(y.transpose(1, 2).reshape(B, N, C))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, eps: float):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = Attention(dim, num_heads, qkv_bias)
-        self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-
-class VJEPAEncoder(nn.Module):
-    """The V-JEPA video ViT encoder (pre-norm blocks, fixed 3D sin-cos positions, final LayerNorm)."""
-
-    def __init__(
-        self,
-        img_size: int = 224,
-        patch_size: int = 16,
-        num_frames: int = 16,
-        tubelet_size: int = 2,
-        in_chans: int = 3,
-        embed_dim: int = 1024,
-        depth: int = 24,
-        num_heads: int = 16,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        uniform_power: bool = True,
-        eps: float = 1e-6,
-        init_std: float = 0.02,
-    ):
-        super().__init__()
-        self.img_size, self.patch_size = img_size, patch_size
-        self.num_frames, self.tubelet_size = num_frames, tubelet_size
-        self.embed_dim = embed_dim
-        self.grid = (num_frames // tubelet_size, img_size // patch_size, img_size // patch_size)
-        self.patch_embed = PatchEmbed3D(patch_size, tubelet_size, in_chans, embed_dim)
-        n = self.grid[0] * self.grid[1] * self.grid[2]
-        self.pos_embed = nn.Parameter(torch.zeros(1, n, embed_dim), requires_grad=False)
-        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, qkv_bias, eps) for _ in range(depth))
-        self.norm = nn.LayerNorm(embed_dim, eps=eps)
-        if self.pos_embed.device.type != "meta":
-            self._init_weights(uniform_power, init_std)
-
-    @torch.no_grad()
-    def _init_weights(self, uniform_power: bool, std: float) -> None:
-        self.pos_embed.copy_(sincos_3d(self.embed_dim, *self.grid, uniform_power=uniform_power)[None])
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Conv3d)):
-                nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        for i, blk in enumerate(self.blocks, start=1):  # depth-scaled residual projections
-            blk.attn.proj.weight.div_(math.sqrt(2.0 * i))
-            blk.mlp.fc2.weight.div_(math.sqrt(2.0 * i))
-
-    def pos_embed_for(self, t: int, h: int, w: int) -> torch.Tensor:
-        """Position table for a ``t x h x w`` token grid: trilinear from the trained grid."""
-        if (t, h, w) == self.grid:
-            return self.pos_embed
-        T0, H0, W0 = self.grid
-        table = self.pos_embed.reshape(1, T0, H0, W0, -1).permute(0, 4, 1, 2, 3)
-        table = F.interpolate(table, size=(t, h, w), mode="trilinear", align_corners=False)
-        return table.permute(0, 2, 3, 4, 1).reshape(1, t * h * w, -1)
-
-    def token_grid(self, x: torch.Tensor) -> tuple[int, int, int]:
-        _, _, T, H, W = x.shape
-        return T // self.tubelet_size, H // self.patch_size, W // self.patch_size
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B,3,T,H,W]`` (normalised) -> tokens + positions ``[B, N, D]``."""
-        return self.patch_embed(x) + self.pos_embed_for(*self.token_grid(x)).to(x.dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.embed(x)
-        for blk in self.blocks:
-            x = blk(x)
-        return self.norm(x)
 
 
 def build_encoder(variant: str, tiny: bool = False, **overrides) -> VJEPAEncoder:
@@ -311,7 +159,7 @@ def load_into(model: VJEPAEncoder, sd: dict[str, torch.Tensor], source: str = "c
 
 
 # ------------------------------------------------------------------ adapter
-class VJEPABackbone:
+class VJEPABackbone(ImageNetEncoder):
     def __init__(
         self,
         spec: BackboneSpec,
@@ -337,15 +185,6 @@ class VJEPABackbone:
     def blocks(self) -> Sequence[nn.Module]:
         return self.model.blocks
 
-    @property
-    def num_layers(self) -> int:
-        return len(self.model.blocks)
-
-    def preprocess(self, video: torch.Tensor) -> torch.Tensor:
-        """``[T,3,H,W]`` in [0,1] -> normalised frames ``[T,3,h,w]`` at the input size (on the model's device)."""
-        return prepare_frames(video, self.input_hw, IMAGENET_MEAN, IMAGENET_STD, self.device, self.dtype,
-                              kernel=self.resize)
-
     def clips(self, T: int) -> list[list[int]]:
         """Frame indices of each (padded) clip fed to the encoder."""
         clips = interleaved_clips(T, self.num_clips)
@@ -359,10 +198,7 @@ class VJEPABackbone:
 
     @torch.inference_mode()
     def extract(self, video, layers, timesteps=(None,), clip=None) -> FeatureSet:
-        who = self.spec.name
-        check_video(video, who)
-        check_timesteps(timesteps, who)
-        resolved = resolve_layers(layers, self.num_layers, who)
+        resolved = start_extract(self, video, layers, timesteps)
         T = video.shape[0]
         frames = self.preprocess(video)  # [T,3,H,W]
         clips = self.clips(T)
@@ -386,24 +222,17 @@ class VJEPABackbone:
         return FeatureSet(maps=maps, frame_index=idx, info=info)
 
 
-def build(
-    spec: BackboneSpec,
-    variant: str,
-    model_id: str | None = None,
-    revision: str | None = None,
-    dtype: str | torch.dtype | None = None,
-    device: str | torch.device | None = None,
-    tiny: bool = False,
-    height: int | None = None,
-    width: int | None = None,
-    config_overrides: dict | None = None,
-    random_init: bool = False,
-    seed: int = 0,
-    num_clips: int = REFERENCE_CLIPS,
-    clips_per_batch: int = 1,
-    resize: str = "bilinear",
-    checkpoint_key: str = "target_encoder",
-) -> VJEPABackbone:
+@dataclass(frozen=True)
+class VJEPAOptions:
+    """V-JEPA's own build options."""
+
+    num_clips: int = REFERENCE_CLIPS  # interleaved clips that all start with frame 0
+    clips_per_batch: int = 1  # clips per encoder pass
+    #: which encoder of the checkpoint: ``target_encoder`` (the EMA encoder) or ``encoder`` (what the release loads)
+    checkpoint_key: str = "target_encoder"
+
+
+def make(ctx: BuildContext, own: VJEPAOptions) -> VJEPABackbone:
     """V-JEPA encoder: official weights from ``model_id`` (path or URL; default: facebookresearch/jepa's download URL) or random.
 
     ``resize``: frame resize kernel (:mod:`vidprobe.backbones.resize`; the
@@ -411,33 +240,30 @@ def build(
     the checkpoint to load, ``target_encoder`` (default, the EMA encoder) or
     ``encoder`` (what the study's release loads).
     """
-    check_kernel(resize, spec.name)
-    if checkpoint_key not in CHECKPOINT_KEYS:
-        raise ValueError(f"{spec.name}: checkpoint_key must be one of {', '.join(CHECKPOINT_KEYS)}, "
-                         f"got {checkpoint_key!r}")
-    if revision is not None:
-        raise ValueError(f"{spec.name}: V-JEPA checkpoints are plain files; 'revision' does not apply")
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    hw = both_or_neither(height, width, spec.name) or spec.input_hw
-    random_init = random_init or tiny
-    src = None
-    if random_init:
-        with seeded(seed):
-            model = build_encoder(variant, tiny=tiny, **(config_overrides or {}))
+    if own.checkpoint_key not in CHECKPOINT_KEYS:
+        raise ValueError(f"{ctx.name}: checkpoint_key must be one of {', '.join(CHECKPOINT_KEYS)}, "
+                         f"got {own.checkpoint_key!r}")
+    if ctx.options.revision is not None:
+        raise ValueError(f"{ctx.name}: V-JEPA checkpoints are plain files; 'revision' does not apply")
+    overrides = ctx.options.config_overrides or {}
+    if ctx.random:
+        with ctx.seeded():
+            model = build_encoder(ctx.variant, tiny=ctx.tiny, **overrides)
     else:
-        src = model_id or spec.model_id
-        sd = load_vjepa_state_dict(src, key=checkpoint_key)
+        sd = load_vjepa_state_dict(ctx.model_id, key=own.checkpoint_key)
         with torch.device("meta"):  # no random init of weights that are about to be replaced
-            model = build_encoder(variant, **(config_overrides or {}))
-        load_into(model, sd, source=str(src))
-    model = model.to(device=dev, dtype=dt).eval()
-    model.requires_grad_(False)
-    return VJEPABackbone(spec, model, hw, dev, dt, num_clips=num_clips, clips_per_batch=clips_per_batch, model_id=src,
-                         resize=resize)
+            model = build_encoder(ctx.variant, **overrides)
+        load_into(model, sd, source=str(ctx.model_id))
+    model = freeze(model.to(device=ctx.device, dtype=ctx.dtype))
+    return VJEPABackbone(ctx.spec, model, ctx.input_hw(), ctx.device, ctx.dtype, num_clips=own.num_clips,
+                         clips_per_batch=own.clips_per_batch, model_id=ctx.loaded_id, resize=ctx.options.resize)
 
 
-def _register() -> None:
+FAMILY = Family("vjepa", make, options=ENCODER_OPTIONS + ("resize",), own=VJEPAOptions)
+build = FAMILY.build  # build(spec, variant, **options)
+
+
+def register_backbones() -> None:
     for variant, arch in VARIANTS.items():
         ref = variant == "vith16-384"
         spec = BackboneSpec(
@@ -453,7 +279,4 @@ def _register() -> None:
             description=f"V-JEPA ViT-{'H' if 'vith' in variant else 'L'}/16 ({arch['img_size']}), C={arch['embed_dim']}"
             + (f" (reference: block {arch['depth']} before the final norm, 832x480, 5x16 frames)" if ref else ""),
         )
-        register(spec, functools.partial(build, spec, variant))
-
-
-_register()
+        FAMILY.register(spec, variant)

@@ -16,30 +16,24 @@ raw output (``hidden_states[k]``).
 
 from __future__ import annotations
 
-import functools
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
-from vidprobe.backbones.base import BackboneSpec, FeatureSet, register
+from vidprobe.backbones.base import BackboneSpec, FeatureSet
+from vidprobe.backbones.builder import ENCODER_OPTIONS, BuildContext, Family
 from vidprobe.backbones.common import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     LAST,
-    both_or_neither,
-    check_timesteps,
-    check_video,
-    load_or_random,
+    ImageNetEncoder,
     pad_clip,
-    prepare_frames,
     require_transformers,
-    resolve_device,
-    resolve_dtype,
-    resolve_layers,
     round_up,
     run_tapped,
+    start_extract,
     tokens_to_grid,
 )
+from vidprobe.backbones.loading import load_hf_model
 
 # name -> (hub id, hidden, layers, heads, mlp_ratio, crop)
 VARIANTS: dict[str, tuple[str, int, int, int, float, int]] = {
@@ -60,7 +54,7 @@ def full_config(variant: str):
                            crop_size=crop, frames_per_clip=64, tubelet_size=2, patch_size=16)
 
 
-class VJEPA2Backbone:
+class VJEPA2Backbone(ImageNetEncoder):
     def __init__(self, spec: BackboneSpec, model: torch.nn.Module, device, dtype, frames_per_clip: int | None = None,
                  model_id: str | None = None):
         self.spec = spec
@@ -76,13 +70,6 @@ class VJEPA2Backbone:
     @property
     def blocks(self) -> Sequence[torch.nn.Module]:
         return self.encoder.layer
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.blocks)
-
-    def preprocess(self, video: torch.Tensor) -> torch.Tensor:
-        return prepare_frames(video, self.input_hw, IMAGENET_MEAN, IMAGENET_STD, self.device, self.dtype)
 
     def clips(self, T: int) -> list[list[int]]:
         out = []
@@ -102,10 +89,7 @@ class VJEPA2Backbone:
 
     @torch.inference_mode()
     def extract(self, video, layers, timesteps=(None,), clip=None) -> FeatureSet:
-        who = self.spec.name
-        check_video(video, who)
-        check_timesteps(timesteps, who)
-        resolved = resolve_layers(layers, self.num_layers, who)
+        resolved = start_extract(self, video, layers, timesteps)
         T = video.shape[0]
         frames = self.preprocess(video)
         parts: dict[int, list[torch.Tensor]] = {req: [] for req, _ in resolved}
@@ -121,48 +105,31 @@ class VJEPA2Backbone:
         return FeatureSet(maps=maps, frame_index=self.frame_index(T), info=info)
 
 
-def build(
-    spec: BackboneSpec,
-    variant: str,
-    model_id: str | None = None,
-    revision: str | None = None,
-    dtype: str | torch.dtype | None = None,
-    device: str | torch.device | None = None,
-    tiny: bool = False,
-    height: int | None = None,
-    width: int | None = None,
-    config_overrides: dict | None = None,
-    random_init: bool = False,
-    seed: int = 0,
-    frames_per_clip: int | None = None,
-) -> VJEPA2Backbone:
+@dataclass(frozen=True)
+class VJEPA2Options:
+    """V-JEPA 2's own build option."""
+
+    frames_per_clip: int | None = None  # frames per encoder clip (None: the config's, 64)
+
+
+def make(ctx: BuildContext, own: VJEPA2Options) -> VJEPA2Backbone:
+    """V-JEPA 2: hub weights or a seeded random init; ``height == width`` sets the config's ``crop_size``."""
     tf = require_transformers()
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    hw = both_or_neither(height, width, spec.name)
-    overrides = dict(config_overrides or {})
-    if hw is not None:
-        if hw[0] != hw[1]:
-            raise ValueError(f"{spec.name}: V-JEPA 2's RoPE grid is square; height must equal width, got {hw[0]}x{hw[1]}")
-        overrides["crop_size"] = hw[0]
-    config = None
-    if tiny or random_init:
-        config = full_config(variant)
-        if tiny:
-            for k, v in TINY.items():
-                setattr(config, k, v)
-        random_init = True
-    mid = model_id or spec.model_id
-    if overrides:
-        if config is None:
-            config = tf.VJEPA2Config.from_pretrained(mid, revision=revision)
-        for k, v in overrides.items():
-            setattr(config, k, v)
-    model = load_or_random(tf.VJEPA2Model, config, mid, revision, random_init, dtype=dt, device=dev, seed=seed)
-    return VJEPA2Backbone(spec, model, dev, dt, frames_per_clip, model_id=None if random_init else mid)
+    overrides = None
+    if ctx.hw is not None:
+        h, w = ctx.hw
+        if h != w:
+            raise ValueError(f"{ctx.name}: V-JEPA 2's RoPE grid is square; height must equal width, got {h}x{w}")
+        overrides = {"crop_size": h}
+    model = load_hf_model(ctx, tf.VJEPA2Model, lambda: full_config(ctx.variant), TINY, overrides)
+    return VJEPA2Backbone(ctx.spec, model, ctx.device, ctx.dtype, own.frames_per_clip, model_id=ctx.loaded_id)
 
 
-def _register() -> None:
+FAMILY = Family("vjepa2", make, options=ENCODER_OPTIONS, own=VJEPA2Options)
+build = FAMILY.build  # build(spec, variant, **options)
+
+
+def register_backbones() -> None:
     for variant, (hub, hidden, layers, _, _, crop) in VARIANTS.items():
         spec = BackboneSpec(
             name=f"vjepa2-{variant}",
@@ -176,7 +143,4 @@ def _register() -> None:
             extras="hf",
             description=f"V-JEPA 2 {variant.split('-')[0].upper()}, C={hidden}",
         )
-        register(spec, functools.partial(build, spec, variant))
-
-
-_register()
+        FAMILY.register(spec, variant)

@@ -44,28 +44,30 @@ embedding), since only the shapes matter for tests and the demo.
 
 from __future__ import annotations
 
-import functools
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from vidprobe.backbones.base import BackboneSpec, MissingExtraError, register
-from vidprobe.backbones.common import (
-    both_or_neither,
-    pad_clip,
-    resolve_device,
-    resolve_dtype,
-    seeded,
-    vae4x_index,
-)
+from vidprobe.backbones.base import BackboneSpec
+from vidprobe.backbones.builder import DIFFUSION_OPTIONS, BuildContext, Family
+from vidprobe.backbones.common import pad_clip, require_diffusers, seeded, vae4x_index
 from vidprobe.backbones.diffusion import (
     ClipLatents,
     DiffusionBackbone,
     _cast,
-    empty_prompt_embeds,
     vae4x_length,
 )
+from vidprobe.backbones.diffusion_build import (
+    DiffusionParts,
+    dtype_tag,
+    hub_part,
+    make_diffusion,
+    pipeline_empty_prompt,
+    prompt_embedding,
+)
+from vidprobe.backbones.loading import freeze
 
 REFERENCE_HW = (480, 832)
 REFERENCE_FRAMES = 81
@@ -96,14 +98,6 @@ def tiny_transformer_config(i2v: bool = False, num_layers: int = 3) -> dict[str,
 
 
 TINY_VAE = dict(base_dim=4, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True])
-
-
-def _diffusers():
-    try:
-        import diffusers
-    except ImportError as e:  # pragma: no cover
-        raise MissingExtraError("diffusers", "hf") from e
-    return diffusers
 
 
 def flow_schedule(num_steps: int, num_train: int, shift: float, schedule: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,7 +230,7 @@ class WanBackbone(DiffusionBackbone):
 
 
 def make_scheduler(model_id: str | None = None, revision: str | None = None, tiny: bool = False):
-    d = _diffusers()
+    d = require_diffusers()
     if tiny or model_id is None:
         return d.UniPCMultistepScheduler(
             prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=FLOW_SHIFT, num_train_timesteps=1000
@@ -246,82 +240,57 @@ def make_scheduler(model_id: str | None = None, revision: str | None = None, tin
 
 def compute_empty_prompt(model_id: str, revision: str | None, device, dtype) -> torch.Tensor:
     """The empty prompt through ``WanPipeline.encode_prompt`` (UMT5, 512 tokens, padding zeroed)."""
-    d = _diffusers()
-    from transformers import AutoTokenizer, UMT5EncoderModel
-
-    tok = AutoTokenizer.from_pretrained(model_id, subfolder="tokenizer", revision=revision)
-    enc = UMT5EncoderModel.from_pretrained(model_id, subfolder="text_encoder", revision=revision, dtype=dtype).to(device)
-    pipe = d.WanPipeline(tokenizer=tok, text_encoder=enc, vae=None, scheduler=None, transformer=None)
-    with torch.inference_mode():
-        emb = pipe.encode_prompt("", do_classifier_free_guidance=False, device=device)[0]
-    out = emb.float().cpu()
-    del pipe, enc
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return out
+    return pipeline_empty_prompt("WanPipeline", "UMT5EncoderModel", model_id, revision, device, dtype)
 
 
-def build(
-    spec: BackboneSpec,
-    variant: str,
-    model_id: str | None = None,
-    revision: str | None = None,
-    dtype: str | torch.dtype | None = None,
-    device: str | torch.device | None = None,
-    tiny: bool = False,
-    height: int | None = None,
-    width: int | None = None,
-    seed: int = 0,
-    offload: bool = False,
-    text_embeds: str | None = None,
-    cache_dir: str | None = None,
-    tiny_layers: int = 3,
-    resize: str = "bilinear",
-    flow_schedule: str = "installed",
-) -> WanBackbone:
+@dataclass(frozen=True)
+class WanOptions:
+    """WAN's own build options (``resize`` and the other common ones are in ``BuildOptions``)."""
+
+    tiny_layers: int = 3  # transformer blocks of a tiny model
+    flow_schedule: str = "installed"  # UniPC flow-sigma schedule: installed, legacy (diffusers <= 0.36), current
+
+
+def make(ctx: BuildContext, own: WanOptions) -> WanBackbone:
     """A WAN2.1 backbone: hub weights (``model_id`` = hub id or local diffusers folder) or ``tiny`` random.
 
     ``resize`` and ``flow_schedule``: see the module docstring (the paper configs: ``pil-lanczos``, ``legacy``).
     """
-    d = _diffusers()
-    arch = VARIANTS[variant]
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    hw = both_or_neither(height, width, spec.name) or ((32, 48) if tiny else spec.input_hw)
-    i2v = arch["i2v"]
-    image_encoder = image_processor = None
-    if tiny:
-        with seeded(seed):
-            transformer = d.WanTransformer3DModel(**tiny_transformer_config(i2v, tiny_layers))
-            vae = d.AutoencoderKLWan(**TINY_VAE)
-            emb = torch.randn(1, *TINY_TEXT)
-        transformer = _cast(transformer, dt)
-        scheduler = make_scheduler(tiny=True)
-        mid = None
-    else:
-        mid = model_id or spec.model_id
-        transformer = d.WanTransformer3DModel.from_pretrained(mid, subfolder="transformer", revision=revision, torch_dtype=dt)
-        vae = d.AutoencoderKLWan.from_pretrained(mid, subfolder="vae", revision=revision, torch_dtype=torch.float32)
-        scheduler = make_scheduler(mid, revision)
-        emb = empty_prompt_embeds(
-            mid, revision, lambda: compute_empty_prompt(mid, revision, dev, dt), cache_dir, text_embeds,
-            variant=f"umt5-{str(dt).replace('torch.', '')}",
+    d = require_diffusers()
+    i2v = VARIANTS[ctx.variant]["i2v"]
+
+    def tiny() -> DiffusionParts:
+        transformer = _cast(d.WanTransformer3DModel(**tiny_transformer_config(i2v, own.tiny_layers)), ctx.dtype)
+        return DiffusionParts(transformer, d.AutoencoderKLWan(**TINY_VAE), make_scheduler(tiny=True),
+                              torch.randn(1, *TINY_TEXT))
+
+    def pretrained() -> DiffusionParts:
+        mid, rev, dt = ctx.model_id, ctx.options.revision, ctx.dtype
+        parts = DiffusionParts(
+            hub_part(d.WanTransformer3DModel, mid, "transformer", rev, dt),
+            hub_part(d.AutoencoderKLWan, mid, "vae", rev, torch.float32), make_scheduler(mid, rev),
+            prompt_embedding(ctx, compute_empty_prompt, mid, rev, dt, ctx.options.text_embeds,
+                             variant=f"umt5-{dtype_tag(dt)}"),
         )
         if i2v:
             from transformers import CLIPImageProcessor, CLIPVisionModel
 
-            image_encoder = CLIPVisionModel.from_pretrained(mid, subfolder="image_encoder", revision=revision, dtype=dt)
-            image_encoder = image_encoder.to("cpu" if offload else dev).eval().requires_grad_(False)
-            image_processor = CLIPImageProcessor.from_pretrained(mid, subfolder="image_processor", revision=revision)
-    return WanBackbone(
-        spec, transformer, vae, scheduler, emb, hw, dev, dt,
-        vae_dtype=torch.float32, seed=seed, offload=offload, model_id=mid, revision=revision,
-        i2v=i2v, image_encoder=image_encoder, image_processor=image_processor, resize=resize,
-        flow_schedule=flow_schedule,
-    )
+            enc = CLIPVisionModel.from_pretrained(mid, subfolder="image_encoder", revision=rev, dtype=dt)
+            parts.extra = {
+                "image_encoder": freeze(enc.to("cpu" if ctx.options.offload else ctx.device)),
+                "image_processor": CLIPImageProcessor.from_pretrained(mid, subfolder="image_processor", revision=rev),
+            }
+        return parts
+
+    return make_diffusion(ctx, WanBackbone, tiny, pretrained, vae_dtype=torch.float32, i2v=i2v,
+                          flow_schedule=own.flow_schedule)
 
 
-def _register() -> None:
+FAMILY = Family("wan", make, options=DIFFUSION_OPTIONS, own=WanOptions)
+build = FAMILY.build  # build(spec, variant, **options)
+
+
+def register_backbones() -> None:
     for variant, arch in VARIANTS.items():
         spec = BackboneSpec(
             name=variant,
@@ -339,7 +308,4 @@ def _register() -> None:
                 "reference: block 20 (0-based = layer 21), index 749, 81 frames 832x480 -> 21x30x52"
             ),
         )
-        register(spec, functools.partial(build, spec, variant))
-
-
-_register()
+        FAMILY.register(spec, variant)

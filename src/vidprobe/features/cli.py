@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from vidprobe.cli import app
+app = typer.Typer()
 
 
 def _ints(text: str | None, what: str) -> list[int | None] | None:
@@ -57,21 +56,25 @@ def parse_backbone_args(items: list[str]) -> dict:
 
 
 def backbone_kwargs_for(factory, name: str, options: dict) -> dict:
-    """Keep the options the user set; refuse one the backbone's factory does not take."""
+    """Keep the options the user set; refuse one the backbone does not take.
+
+    The options a backbone takes are those its registered spec declares (``spec.options``, from its family's
+    build options: :mod:`vidprobe.backbones.builder`); see :func:`vidprobe.backbones.base.accepted_options`.
+    """
+    from vidprobe.backbones.base import accepted_options, registry
+
     given = {k: v for k, v in options.items() if v is not None and v is not False}
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return given
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    reg = registry()
+    accepted = accepted_options(reg[name][0] if name in reg else None, factory)
+    if accepted is None:  # a factory taking any keyword
         return given
     flag = {"model_id": "--model-id", "revision": "--revision", "tiny": "--tiny", "device": "--device",
             "height": "--height", "width": "--width"}
-    bad = [k for k in given if k not in params]
+    bad = [k for k in given if k not in accepted]
     if bad:
         raise typer.BadParameter(
             f"backbone {name!r} does not take {', '.join(flag.get(k, k) for k in bad)} "
-            f"(it takes: {', '.join(params) or 'no options'})"
+            f"(it takes: {', '.join(accepted) or 'no options'})"
         )
     return given
 

@@ -44,7 +44,7 @@ def storage_bytes(root: Path, channels: int) -> dict[str, int]:
 def agreement(root: Path, args) -> dict:
     from vidprobe.data.synthetic import write_synthetic_dataset
     from vidprobe.features.extract import extract_dataset
-    from vidprobe.probe.evaluate import evaluate_run
+    from vidprobe.pipeline.evaluate import evaluate_run
     from vidprobe.probe.train import load_config, train
 
     data = root / "data"

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from vidprobe.backbones.base import BackboneSpec, FeatureSet
 from vidprobe.cli import _load, app
-from vidprobe.consistency import consistency_scores, record_consistency
+from vidprobe.pipeline.consistency import consistency_scores, record_consistency
 from vidprobe.data.synthetic import write_synthetic_dataset
 from vidprobe.features.extract import extract_dataset
 from vidprobe.results import ResultsDB

@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from vidprobe.probe.evaluate import EvalError, evaluate_run, read_curves
+from vidprobe.pipeline.evaluate import EvalError, evaluate_run, read_curves
 from vidprobe.probe.train import load_config, train
 
 KEYS = {"point_err", "point_err_unweighted", "depth_err", "abs_rel", "rmse", "delta_1_25", "auc_3", "auc_5",
@@ -68,7 +68,7 @@ def test_evaluate_writes_metrics_clips_and_db(run_dir, tmp_path):
         assert json.loads(f.metadata()["which"]) == "last"
     plys = sorted(p.name for p in (run_dir / "eval_last" / "clips").glob("*.ply"))
     assert len(plys) == 4 and any(p.endswith("_pred.ply") for p in plys)
-    from vidprobe.report.preview import read_ply
+    from vidprobe.data.ply import read_ply
 
     pts, cols = read_ply(run_dir / "eval_last" / "clips" / plys[0])
     assert pts.shape[1] == 3 and cols is not None and len(pts) > 100
@@ -148,7 +148,7 @@ def test_evaluate_cli_both(run_dir, tmp_path):
 
 def test_compat_defaults_to_the_runs_own(run_dir, monkeypatch):
     # TrainConfig.compat ("clean" | "reference") decides the default; --compat overrides it
-    import vidprobe.probe.evaluate as ev
+    import vidprobe.pipeline.evaluate as ev
 
     real = ev._load_run
 

@@ -18,7 +18,7 @@ import os
 
 import pytest
 
-from vidprobe.probe.evaluate import evaluate_run
+from vidprobe.pipeline.evaluate import evaluate_run
 from vidprobe.probe.train import load_config, train
 
 HW = (56, 98)

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from vidprobe.cli import _load, app
 from vidprobe.report.export import frustum_lines, read_glb, write_glb
 from vidprobe.report.html import write_report
-from vidprobe.report.preview import read_ply
+from vidprobe.data.ply import read_ply
 from vidprobe.report.published import published_row
 from vidprobe.results import ResultsDB
 

@@ -13,7 +13,7 @@ from vidprobe.backbones.base import BackboneSpec, FeatureSet
 from vidprobe.cli import _load, app
 from vidprobe.data.synthetic import write_synthetic_dataset
 from vidprobe.results import ResultsDB
-from vidprobe.sweep import PerFrame, run_sweep, sweep_table
+from vidprobe.pipeline.sweep import PerFrame, run_sweep, sweep_table
 
 HW = {"height": 32, "width": 56}
 
@@ -173,7 +173,7 @@ def test_per_frame_wrapper_feeds_each_frame_alone(monkeypatch):
 
 def test_the_sweeps_compat_reaches_each_cells_training(data, tmp_path):
     """`compat: reference` at the top of a sweep trains every cell in the release's mode (and hashes apart)."""
-    from vidprobe.sweep import cell_train_config, check_sweep, plan_cells
+    from vidprobe.pipeline.sweep import cell_train_config, check_sweep, plan_cells
 
     cfg = _cfg(data, tmp_path / "sw", max_steps=2)
     cfg["grid"]["backbones"] = cfg["grid"]["backbones"][1:]  # pixels only
@@ -192,7 +192,7 @@ def test_a_diverged_cell_is_reported_failed_not_done(data, tmp_path, monkeypatch
     """A cell whose probe gives non-finite predictions is recorded but counted as failed (exit status 1)."""
     import dataclasses
 
-    import vidprobe.probe.evaluate as ev
+    import vidprobe.pipeline.evaluate as ev
 
     real = ev.evaluate_run
 

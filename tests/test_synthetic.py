@@ -23,7 +23,8 @@ from vidprobe.data.synthetic import (
     make_scene,
     write_synthetic_dataset,
 )
-from vidprobe.report.preview import read_ply, write_ply, write_preview
+from vidprobe.data.ply import read_ply, write_ply
+from vidprobe.data.preview import write_preview
 
 HW = (40, 64)
 T = 9

@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import typer
 
-from vidprobe.cli import app
+app = typer.Typer()
 
 log = logging.getLogger("vidprobe.label")
 

@@ -53,6 +53,7 @@ import torch
 
 from vidprobe.geometry import Sim3, apply_sim3, umeyama
 from vidprobe.metrics.modes import MetricSettings, resolve_settings
+from vidprobe.metrics.registry import METRICS
 
 __all__ = [
     "TABLE_SCALE",
@@ -65,8 +66,8 @@ __all__ = [
     "chamfer_metrics",
 ]
 
-TABLE_SCALE = 10.0
-"""The published table reports ``point_err * TABLE_SCALE``."""
+TABLE_SCALE = METRICS["point_err"].table_scale
+"""The published table reports ``point_err * TABLE_SCALE`` (:mod:`vidprobe.metrics.registry`)."""
 
 
 def quantile_linear(values: torch.Tensor, q: float) -> torch.Tensor:

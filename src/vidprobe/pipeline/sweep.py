@@ -1,6 +1,7 @@
 """`vidprobe sweep CONFIG`: a grid of probing experiments, resumable, recorded in one results DB.
 
-Config (YAML; every field is checked, an unknown one is refused with its name)::
+Config (YAML; schema :class:`vidprobe.pipeline.sweep_config.SweepConfig`: every key and value is checked at
+load, an unknown one is refused naming its dotted path)::
 
     description: "..."               # free text
     dataset: /data/co3d_ref          # any layout vidprobe reads
@@ -46,22 +47,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import typer
-import yaml
+from vidprobe.config import UNSET, ConfigError, apply_overrides, read_yaml
+from vidprobe.metrics.registry import BENCHMARK_METRICS as DEFAULT_METRICS  # the published columns
+from vidprobe.pipeline.sweep_config import SweepConfig, parse_sweep
 
-from vidprobe.cli import app
-
-SWEEP_FIELDS = ("description", "dataset", "labels", "out", "db", "compat", "extract", "train", "consistency", "grid")
-GRID_FIELDS = ("backbones", "layers", "timesteps", "presets", "seeds")
-ENTRY_FIELDS = ("name", "kwargs", "layers", "timesteps", "per_frame", "label", "num_frames")
-EXTRACT_FIELDS = ("dtype", "num_frames", "max_videos", "fail_fast")
-CONSISTENCY_FIELDS = ("max_queries", "max_videos", "frames", "max_frame", "split")
-# fields of the train section the sweep sets per cell (a base value would be overwritten silently)
-CELL_OWNED = ("features", "dataset", "labels", "layer", "timestep", "name", "out", "seed")
-
-
-class SweepError(ValueError):
-    pass
+#: A sweep config (or sweep run) error: the one config error type, its message naming the dotted key.
+SweepError = ConfigError
 
 
 def _short_hash(obj: Any, n: int = 8) -> str:
@@ -120,71 +111,17 @@ class SweepSummary:
 # config
 
 
-def _check_keys(where: str, d: Any, allowed: tuple[str, ...]) -> dict:
-    if not isinstance(d, dict):
-        raise SweepError(f"{where}: expected a mapping, got {d!r}")
-    bad = sorted(set(d) - set(allowed))
-    if bad:
-        raise SweepError(f"{where}: unknown field(s) {bad}; known: {sorted(allowed)}")
-    return d
-
-
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> dict:
-    """Read and check a sweep YAML (``--set key=value`` overrides dotted fields)."""
-    from vidprobe.probe.train import ConfigError, set_by_path
-
-    p = Path(path)
-    try:
-        cfg = yaml.safe_load(p.read_text()) or {}
-    except FileNotFoundError:
-        raise SweepError(f"sweep config not found: {p}") from None
-    except yaml.YAMLError as e:
-        raise SweepError(f"{p}: invalid YAML: {e}") from None
-    if not isinstance(cfg, dict):
-        raise SweepError(f"{p}: expected a mapping at the top level")
-    for ov in overrides or []:
-        if "=" not in ov:
-            raise SweepError(f"--set expects key=value, got {ov!r}")
-        k, v = ov.split("=", 1)
-        try:
-            set_by_path(cfg, k.strip(), yaml.safe_load(v))
-        except ConfigError as e:
-            raise SweepError(str(e)) from None
-    return check_sweep(cfg, str(p))
+    """Read and check a sweep YAML (``--set key=value`` overrides dotted fields); returns the checked mapping."""
+    cfg = read_yaml(path, what="sweep config")
+    apply_overrides(cfg, overrides)
+    return check_sweep(cfg, str(Path(path)))
 
 
 def check_sweep(cfg: dict, where: str = "sweep config") -> dict:
-    """Validate a sweep config mapping (fields, grid, train section) and return it."""
-    from vidprobe.probe.train import ConfigError, TrainConfig
-
-    _check_keys(where, cfg, SWEEP_FIELDS)
-    for req in ("dataset", "out", "grid"):
-        if not cfg.get(req):
-            raise SweepError(f"{where}: field '{req}' is required")
-    g = _check_keys(f"{where}: grid", cfg["grid"], GRID_FIELDS)
-    if not g.get("backbones"):
-        raise SweepError(f"{where}: grid.backbones must list at least one backbone")
-    for k in ("layers", "timesteps", "presets", "seeds"):
-        if g.get(k) is not None and not isinstance(g[k], list):
-            raise SweepError(f"{where}: grid.{k} must be a list, got {g[k]!r}")
-    if cfg.get("compat", "clean") not in ("clean", "reference"):
-        raise SweepError(f"{where}: field 'compat' must be clean or reference, got {cfg['compat']!r}")
-    _check_keys(f"{where}: extract", cfg.get("extract") or {}, EXTRACT_FIELDS)
-    if cfg.get("consistency") not in (None, False, True):
-        _check_keys(f"{where}: consistency", cfg["consistency"], CONSISTENCY_FIELDS)
-    train = _check_keys(f"{where}: train", cfg.get("train") or {}, tuple(TrainConfig.__dataclass_fields__))
-    if "compat" in train and train["compat"] != cfg.get("compat", "clean"):
-        raise SweepError(f"{where}: train.compat ({train['compat']!r}) differs from the top-level compat "
-                         f"({cfg.get('compat', 'clean')!r}): set it once, at the top level")
-    owned = sorted(set(train) & set(CELL_OWNED))
-    if owned:
-        raise SweepError(f"{where}: train.{owned[0]} is set per cell by the sweep (use the top-level field or the grid)")
-    if isinstance(train.get("probe"), dict) and "preset" in train["probe"]:
-        raise SweepError(f"{where}: train.probe.preset is set per cell: list presets in grid.presets")
-    try:  # every train field is a valid TrainConfig field with a valid value
-        TrainConfig.from_dict({**train, "features": "-", "dataset": "-", "compat": cfg.get("compat", "clean")})
-    except ConfigError as e:
-        raise SweepError(f"{where}: train: {e}") from None
+    """Validate a sweep config mapping (every key and value: :class:`~vidprobe.pipeline.sweep_config.SweepConfig`;
+    then the checks across fields, :func:`~vidprobe.pipeline.sweep_config.parse_sweep`) and return it."""
+    parse_sweep(cfg, where)
     return cfg
 
 
@@ -199,55 +136,55 @@ def _timestep_index(t: Any, where: str) -> int:
     return i
 
 
-def backbone_entries(cfg: dict) -> list[BackboneEntry]:
+def backbone_entries(cfg: dict | SweepConfig) -> list[BackboneEntry]:
     """The grid's backbones with their resolved layers and timesteps (registered names only)."""
     from vidprobe.backbones.base import registry
 
     reg = registry()
-    g = cfg["grid"]
+    sc = parse_sweep(cfg)
+    g = sc.grid
+    extract_frames = sc.extract.num_frames if sc.extract is not None else UNSET
     out: list[BackboneEntry] = []
-    for i, b in enumerate(g["backbones"]):
+    for i, b in enumerate(g.backbones):
         where = f"grid.backbones[{i}]"
-        if isinstance(b, str):
-            b = {"name": b}
-        _check_keys(where, b, ENTRY_FIELDS)
-        name = b.get("name")
-        if name not in reg:
-            raise SweepError(f"{where}: unknown backbone {name!r}; see `vidprobe backbones`")
-        spec = reg[name][0]
-        kwargs = dict(b.get("kwargs") or {})
-        per_frame = bool(b.get("per_frame", False))
-        layers = b.get("layers") or g.get("layers") or [spec.default_layer]
+        if b.name not in reg:
+            raise SweepError(f"{where}: unknown backbone {b.name!r}; see `vidprobe backbones`", f"{where}.name")
+        spec = reg[b.name][0]
+        layers = b.layers or g.layers or [spec.default_layer]
         for lay in layers:
-            if isinstance(lay, bool) or not isinstance(lay, int) or not (lay == -1 or 1 <= lay <= spec.num_layers):
-                raise SweepError(f"{where}: layer {lay!r} out of range for {name} (1..{spec.num_layers}, or -1 = last)")
+            if not (lay == -1 or 1 <= lay <= spec.num_layers):
+                raise SweepError(f"{where}: layer {lay!r} out of range for {b.name} (1..{spec.num_layers}, or -1 = last)",
+                                 f"{where}.layers")
         if spec.default_timestep is None:
             ts: list[int | None] = [None]
         else:
-            ts = [_timestep_index(t, where) for t in (b.get("timesteps") or g.get("timesteps") or [spec.default_timestep])]
-        label = b.get("label") or (f"{name}+perframe" if per_frame else name)
-        nf = b.get("num_frames", (cfg.get("extract") or {}).get("num_frames", spec.num_frames))
-        if nf is not None and (isinstance(nf, bool) or not isinstance(nf, int) or nf < 1):
-            raise SweepError(f"{where}: num_frames must be a positive integer or null, got {nf!r}")
-        out.append(BackboneEntry(name, kwargs, per_frame, str(label), tuple(dict.fromkeys(int(x) for x in layers)),
+            ts = [_timestep_index(t, where) for t in (b.timesteps or g.timesteps or [spec.default_timestep])]
+        label = b.label or (f"{b.name}+perframe" if b.per_frame else b.name)
+        nf = b.num_frames if b.num_frames is not UNSET else extract_frames if extract_frames is not UNSET else spec.num_frames
+        if nf is not None and nf < 1:
+            raise SweepError(f"{where}: num_frames must be a positive integer or null, got {nf!r}", f"{where}.num_frames")
+        out.append(BackboneEntry(b.name, dict(b.kwargs), b.per_frame, str(label), tuple(dict.fromkeys(layers)),
                                  tuple(dict.fromkeys(ts)), nf, nf == spec.num_frames))
     keys = [e.features_key for e in out]
     dup = sorted({k for k in keys if keys.count(k) > 1})
     if dup:
-        raise SweepError(f"grid.backbones: {dup[0]} is listed twice (give the entries different kwargs or a 'label')")
+        raise SweepError(f"grid.backbones: {dup[0]} is listed twice (give the entries different kwargs or a 'label')",
+                         "grid.backbones")
     return out
 
 
-def plan_cells(cfg: dict) -> list[Cell]:
-    g = cfg["grid"]
+def plan_cells(cfg: dict | SweepConfig) -> list[Cell]:
+    """Every cell of the grid: each backbone entry's layers x timesteps x presets x seeds."""
+    sc = parse_sweep(cfg)
     cells = []
-    for e in backbone_entries(cfg):
-        for layer, t, preset, seed in itertools.product(e.layers, e.timesteps, g.get("presets") or ["reference"], g.get("seeds") or [42]):
+    for e in backbone_entries(sc):
+        for layer, t, preset, seed in itertools.product(e.layers, e.timesteps, sc.grid.presets or ["reference"],
+                                                        sc.grid.seeds or [42]):
             cells.append(Cell(e, layer, t, str(preset), int(seed)))
     names = [c.name for c in cells]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise SweepError(f"grid: cell {dup[0]} appears twice (give one of the backbone entries a distinct 'label')")
+        raise SweepError(f"grid: cell {dup[0]} appears twice (give one of the backbone entries a distinct 'label')", "grid")
     return cells
 
 
@@ -330,7 +267,7 @@ def run_sweep(cfg: dict, dry_run: bool = False, progress: bool = True, echo: Cal
     """Run (or with ``dry_run`` only print) every cell of a checked sweep config."""
     from vidprobe.features.extract import extract_dataset
     from vidprobe.probe import train as train_mod
-    from vidprobe.probe.evaluate import evaluate_run
+    from vidprobe.pipeline.evaluate import evaluate_run
     from vidprobe.results import ResultsDB
 
     cells = plan_cells(cfg)
@@ -409,7 +346,7 @@ def run_sweep(cfg: dict, dry_run: bool = False, progress: bool = True, echo: Cal
 
 
 def _run_consistency(cfg, e: BackboneEntry, group, db_path: Path, summary: SweepSummary, progress: bool, echo) -> None:
-    from vidprobe.consistency import record_consistency
+    from vidprobe.pipeline.consistency import record_consistency
 
     opts = dict(cfg["consistency"]) if isinstance(cfg["consistency"], dict) else {}
     sampler = (cfg.get("train") or {}).get("sampler") or {}  # score the views the probe sees
@@ -434,7 +371,6 @@ def _run_consistency(cfg, e: BackboneEntry, group, db_path: Path, summary: Sweep
 # tables
 
 
-DEFAULT_METRICS = ("point_err", "depth_err", "auc_5", "auc_30")
 
 
 def sweep_table(db_path: str | Path, metrics=DEFAULT_METRICS, confidence: float = 0.95, **filters: Any) -> list[dict[str, Any]]:
@@ -481,48 +417,11 @@ def format_sweep_table(rows: list[dict], metrics=DEFAULT_METRICS) -> str:
             return "-"
         return f"{v:.4f}" if lo is None or math.isnan(lo) else f"{v:.4f} [{lo:.4f}, {hi:.4f}]"
 
-    head = ["backbone", "layer", "timestep", "probe", "n"] + list(metrics)
+    from vidprobe.metrics.registry import spec
+
+    head = ["backbone", "layer", "timestep", "probe", "n"] + [spec(m).key_column(scaled=False) for m in metrics]
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in rows:
         lines.append(" | ".join([str(r["backbone"]), str(r["layer"]), str(r["timestep"]), str(r["probe"]), str(r["n"])]
                                 + [f(r, m) for m in metrics]))
     return "\n".join(lines)
-
-
-@app.command()
-def sweep(
-    config: Path = typer.Argument(..., help="Sweep YAML (see configs/paper/ and configs/studies/)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a field, e.g. --set dataset=/data/co3d_ref --set train.epochs=10"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (extractions and cells, [done] ones marked) and exit."),
-    table: bool = typer.Option(False, "--table", help="Only print the seed-aggregated table of the sweep's DB."),
-    progress: bool = typer.Option(True, help="Progress bars."),
-    threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default). 1 avoids the thread spinning that "
-                                "slows tiny CPU models many times on a busy machine."),
-) -> None:
-    """Run a grid of backbones x layers x timesteps x probe presets x seeds.
-
-    Extracts each backbone once (all layers and timesteps in one pass per
-    video), trains and evaluates every cell into the results DB, skips cells
-    already there, resumes interrupted ones, and reports failed cells without
-    stopping (exit status 1 when any cell failed).
-    """
-    if threads > 0:
-        import torch
-
-        torch.set_num_threads(threads)
-    try:
-        cfg = load_sweep(config, set_)
-        db_path = Path(cfg.get("db") or Path(cfg["out"]) / "results.db")
-        if table:
-            if not db_path.exists():
-                raise SweepError(f"no results DB at {db_path} yet")
-            typer.echo(format_sweep_table(sweep_table(db_path)))
-            return
-        s = run_sweep(cfg, dry_run=dry_run, progress=progress, echo=typer.echo)
-    except SweepError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
-    if not dry_run and (s.done or s.skipped) and db_path.exists():
-        typer.echo(format_sweep_table(sweep_table(db_path)))
-    if s.failed:
-        raise typer.Exit(1)

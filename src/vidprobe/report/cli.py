@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from vidprobe.cli import app
+app = typer.Typer()
 
 
 @app.command()

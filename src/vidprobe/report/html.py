@@ -25,16 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from vidprobe.atomic import atomic_write_bytes, atomic_write_text
+from vidprobe.metrics.registry import BENCHMARK_METRICS, METRICS
 from vidprobe.report import plots
 from vidprobe.report.plots import run_label
 from vidprobe.report.published import PUBLISHED, dataset_kind, published_row
 
-TABLE = [  # (metric, header, scale, lower is better)
-    ("point_err", "Point Err x10", 10.0, True),
-    ("depth_err", "Depth Err", 1.0, True),
-    ("auc_5", "AUC@5", 1.0, False),
-    ("auc_30", "AUC@30", 1.0, False),
-]
+TABLE = [METRICS[m] for m in BENCHMARK_METRICS]  # the published layout's columns, at its scale (Point Err x10)
 DATASET_NAMES = {"co3d": "CO3Dv2", "dl3dv": "DL3DV"}
 
 
@@ -118,7 +114,8 @@ def benchmark_table(runs: list[dict]) -> tuple[list[str], list[dict]]:
         for ds, rs in per_ds.items():
             row["seeds"][ds] = len(rs)
             vals = {}
-            for m, _, scale, _ in TABLE:
+            for spec in TABLE:
+                m, scale = spec.name, spec.table_scale
                 got = [r["metrics"].get(m) for r in rs if r["metrics"].get(m) is not None]
                 if not got:
                     vals[m] = "-"
@@ -140,14 +137,14 @@ def _table_html(datasets: list[str], rows: list[dict]) -> str:
     n = len(TABLE)
     h = ["<table><tr><th rowspan='2'>model</th>"]
     h += [f"<th colspan='{n}'>{html.escape(d)}</th>" for d in datasets]
-    h.append("</tr><tr>" + "".join(f"<th>{html.escape(t)}</th>" for _ in datasets for _, t, _, _ in TABLE) + "</tr>")
+    h.append("</tr><tr>" + "".join(f"<th>{html.escape(s.column())}</th>" for _ in datasets for s in TABLE) + "</tr>")
     for row in rows:
         seeds = max(row["seeds"].values(), default=1)
         note = f" &middot; mean of {seeds} seeds" if seeds > 1 else ""
         h.append(f"<tr><td>{html.escape(row['label'])}{note}</td>")
         for d in datasets:
             c = row["cells"].get(d)
-            h += [f"<td>{html.escape(c[m]) if c else '-'}</td>" for m, _, _, _ in TABLE]
+            h += [f"<td>{html.escape(c[s.name]) if c else '-'}</td>" for s in TABLE]
         h.append("</tr>")
         if row["published"]:
             from vidprobe.report.published import BACKBONE_TO_PUBLISHED
@@ -162,10 +159,10 @@ def _table_html(datasets: list[str], rows: list[dict]) -> str:
 
 
 def _table_md(datasets: list[str], rows: list[dict]) -> list[str]:
-    hdr = ["model", *[f"{d} {t}" for d in datasets for _, t, _, _ in TABLE]]
+    hdr = ["model", *[f"{d} {s.column()}" for d in datasets for s in TABLE]]
     out = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
     for row in rows:
-        cells = [row["cells"].get(d, {}).get(m, "-") for d in datasets for m, _, _, _ in TABLE]
+        cells = [row["cells"].get(d, {}).get(s.name, "-") for d in datasets for s in TABLE]
         out.append("| " + " | ".join([row["label"], *cells]) + " |")
         if row["published"]:
             from vidprobe.report.published import BACKBONE_TO_PUBLISHED
@@ -179,7 +176,7 @@ def _table_md(datasets: list[str], rows: list[dict]) -> list[str]:
 
 
 def _published_md() -> list[str]:
-    hdr = ["model", *[f"{DATASET_NAMES[d]} {t}" for d in ("co3d", "dl3dv") for _, t, _, _ in TABLE]]
+    hdr = ["model", *[f"{DATASET_NAMES[d]} {s.column()}" for d in ("co3d", "dl3dv") for s in TABLE]]
     out = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
     for model, v in PUBLISHED.items():
         out.append("| " + " | ".join([model, *[f"{x:.3f}" for d in ("co3d", "dl3dv") for x in v[d]]]) + " |")
@@ -209,7 +206,7 @@ def clip_figures(clip_file: Path, out_dir: Path, tag: str) -> tuple[list[tuple[s
     from safetensors.torch import load_file
 
     from vidprobe.report.export import frustum_lines, write_glb
-    from vidprobe.report.preview import write_ply
+    from vidprobe.data.ply import write_ply
 
     t = load_file(str(clip_file))
     for key in ("images", "gt_points", "gt_depth", "valid", "gt_extrinsics", "gt_intrinsics"):

@@ -16,8 +16,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-RADAR = ["point_err", "depth_err", "abs_rel", "auc_5", "auc_30", "rra_15", "rta_15"]
-LOWER_BETTER = {"point_err", "point_err_unweighted", "depth_err", "abs_rel", "rmse", "corr_err_px"}
+from vidprobe.metrics.registry import LOWER_IS_BETTER, METRICS, RADAR_METRICS
+
+RADAR = list(RADAR_METRICS)  # axes of the radar chart (vidprobe.metrics.registry)
+LOWER_BETTER = LOWER_IS_BETTER
 
 
 def png(fig) -> str:
@@ -73,7 +75,7 @@ def fig_curves(runs: list[dict]):
     return fig
 
 
-def fig_hist(runs: list[dict], metric_label: str = "per-clip Point Err (raw)"):
+def fig_hist(runs: list[dict], metric_label: str = f"per-clip {METRICS['point_err'].column(scaled=False)}"):
     """Histogram of per-clip errors per run; None when no run has per-clip values."""
     series = [(run_label(r), [v for v in r.get("clips", {}).values() if v is not None and np.isfinite(v)]) for r in runs]
     series = [(lab, v) for lab, v in series if v]
@@ -109,7 +111,7 @@ def fig_radar(runs: list[dict]):
         row = np.nan_to_num(row)
         ax.plot(ang + ang[:1], list(row) + [row[0]], lw=1, label=run_label(r), color=color(i, len(runs)))
     ax.set_xticks(ang)
-    ax.set_xticklabels(names, fontsize=7)
+    ax.set_xticklabels([METRICS[m].column(scaled=False) for m in names], fontsize=7)
     ax.set_yticklabels([])
     ax.legend(fontsize=6, loc="upper right", bbox_to_anchor=(1.5, 1.1))
     ax.set_title("Across metrics (per axis: outer = best of these runs)", fontsize=9)
@@ -144,7 +146,8 @@ def fig_heatmaps(runs: list[dict], metric: str = "point_err") -> list[tuple[str,
         ax.set_yticks(range(len(layers)), ["last" if l_ == -1 else str(l_) for l_ in layers])
         ax.set_xlabel("timestep")
         ax.set_ylabel("layer")
-        ax.set_title(f"{bb}: {metric} (lower is better)", fontsize=9)
+        spec = METRICS[metric]
+        ax.set_title(f"{bb}: {spec.column(scaled=False)}, {spec.direction}", fontsize=9)
         fig.colorbar(im, ax=ax)
         figs.append((bb, fig))
     return figs
@@ -171,8 +174,9 @@ def fig_consistency(runs: list[dict]):
     for x, y, lab in pts:
         ax.scatter(x, y)
         ax.annotate(lab, (x, y), fontsize=6)
-    ax.set_xlabel("feature correspondence error (px)")
-    ax.set_ylabel("probe Point Err")
+    x, y = METRICS["corr_err_px"], METRICS["point_err"]
+    ax.set_xlabel(f"{x.label} ({x.unit})")
+    ax.set_ylabel(f"probe {y.column(scaled=False)}")
     ax.set_title("Feature consistency vs probe error")
     return fig
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-# model -> dataset -> (Point Err x10, Depth Err, AUC@5, AUC@30)
+from vidprobe.metrics.registry import BENCHMARK_METRICS
+
+#: the metrics of each published tuple, in order, each at its table scale (Point Err x10, Depth Err, AUC@5, AUC@30)
+PUBLISHED_METRICS: tuple[str, ...] = BENCHMARK_METRICS
+
+# model -> dataset -> one value per PUBLISHED_METRICS entry
 PUBLISHED: dict[str, dict[str, tuple[float, float, float, float]]] = {
     "DINOv2": {"co3d": (0.559, 0.209, 0.051, 0.508), "dl3dv": (2.814, 0.534, 0.013, 0.245)},
     "V-JEPA": {"co3d": (0.439, 0.214, 0.076, 0.619), "dl3dv": (1.576, 0.613, 0.076, 0.558)},
@@ -38,7 +43,7 @@ def dataset_kind(dataset: str | None) -> str | None:
 
 
 def published_row(backbone: str | None, dataset: str | None) -> tuple[float, float, float, float] | None:
-    """The published (Point Err x10, Depth Err, AUC@5, AUC@30) for a run, or None when no row matches."""
+    """The published values of :data:`PUBLISHED_METRICS` (Point Err x10, Depth Err, AUC@5, AUC@30) for a run, or None."""
     model = BACKBONE_TO_PUBLISHED.get(backbone or "")
     kind = dataset_kind(dataset)
     if model is None or kind is None:

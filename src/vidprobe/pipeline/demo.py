@@ -1,4 +1,4 @@
-"""`vidprobe demo` (= `make demo`): the whole study on the built-in synthetic data.
+"""The whole study on the built-in synthetic data (the command: `vidprobe demo` = `make demo`).
 
 No weights, no downloads, CPU: render synthetic orbits and walk-throughs,
 extract features from the controls and from tiny RANDOMLY INITIALISED
@@ -14,9 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import typer
-
-from vidprobe.cli import app
+from vidprobe.metrics.registry import BENCHMARK_METRICS, METRICS
 
 NOTICE = (
     "No model weights were loaded: every backbone here except the controls is a tiny, randomly initialised "
@@ -70,7 +68,7 @@ def run_demo(out: Path, plan: DemoPlan, progress: bool = True, echo=print) -> di
     from vidprobe.backbones.base import registry
     from vidprobe.data.synthetic import write_synthetic_dataset
     from vidprobe.features.extract import extract_dataset
-    from vidprobe.probe.evaluate import evaluate_run
+    from vidprobe.pipeline.evaluate import evaluate_run
     from vidprobe.probe.train import TrainConfig, find_checkpoint, train
     from vidprobe.results import ResultsDB
 
@@ -132,7 +130,7 @@ def run_demo(out: Path, plan: DemoPlan, progress: bool = True, echo=print) -> di
                 metrics = res.metrics
             else:
                 metrics = json.loads((run_dir / "eval_last" / "metrics.json").read_text()).get("metrics", {})
-            summary["backbones"][name] = {k: metrics.get(k) for k in ("point_err", "depth_err", "auc_5", "auc_30")}
+            summary["backbones"][name] = {k: metrics.get(k) for k in BENCHMARK_METRICS}
             summary.setdefault("seconds_per_backbone", {})[name] = round(time.time() - t_bb, 1)
         except Exception as e:  # noqa: BLE001 - one broken backbone must not end the study
             summary["failed"][name] = f"{type(e).__name__}: {e}"
@@ -158,44 +156,14 @@ def write_demo_report(db_path: Path, out_dir: Path, echo=print) -> dict:
 
 
 def format_summary(summary: dict) -> str:
-    rows = [("backbone", "Point Err x10", "Depth Err", "AUC@5", "AUC@30")]
+    """The benchmark columns per backbone, at the published table's scale (:mod:`vidprobe.metrics.registry`)."""
+    specs = [METRICS[m] for m in BENCHMARK_METRICS]
+    rows = [("backbone", *[s.column(scaled=True) for s in specs])]
     for name, m in summary["backbones"].items():
-        def f(v, scale=1.0):
-            return "-" if v is None else f"{v * scale:.3f}"
-
-        rows.append((name, f(m.get("point_err"), 10), f(m.get("depth_err")), f(m.get("auc_5")), f(m.get("auc_30"))))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        rows.append((name, *["-" if m.get(s.name) is None else format(s.scale(m[s.name]), s.fmt) for s in specs]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     for name, err in summary["failed"].items():
         lines.append(f"FAILED {name}: {err}")
     return "\n".join(lines)
-
-
-@app.command()
-def demo(
-    out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Output directory (reused: a rerun resumes)."),
-    quick: bool = typer.Option(False, help="A seconds-long smoke run (3 backbones, a few steps)."),
-    progress: bool = typer.Option(True, help="Show progress bars."),
-    threads: int = typer.Option(1, help="torch CPU threads. The demo's models are tiny: one thread avoids the "
-                                "thread spinning that makes them many times slower on a busy machine."),
-) -> None:
-    """Run the whole study on built-in synthetic data: no weights, no downloads, CPU.
-
-    Renders synthetic object orbits and room walk-throughs with exact ground
-    truth, extracts features from the controls (oracle, pixels) and from tiny
-    randomly initialised instances of each real architecture family (DINOv2,
-    V-JEPA, V-JEPA 2, VideoMAE, WAN2.1, CogVideoX, Open-Sora 2.0, Fast3R,
-    VGGT), trains and evaluates a probe per backbone into OUT/results.db and
-    writes OUT/report/report.html and report.md.
-    """
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads))
-    try:
-        summary = run_demo(out, default_plan(quick), progress=progress, echo=typer.echo)
-    finally:
-        torch.set_num_threads(before)  # callers in the same process (tests) keep their own setting
-    if not summary["backbones"]:
-        raise typer.Exit(1)

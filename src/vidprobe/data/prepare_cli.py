@@ -1,4 +1,9 @@
-"""`vidprobe prepare co3d` (the reference CO3Dv2 preprocessing) and `vidprobe prepare check` (scan any dataset)."""
+"""`vidprobe prepare ...`: render the built-in synthetic data, convert CO3Dv2, check any dataset.
+
+``app`` is the `vidprobe prepare` group (:mod:`vidprobe.cli` adds it under that name): `prepare synthetic`,
+`prepare co3d` (the reference CO3Dv2 preprocessing) and `prepare check` (scan any dataset), in that order.
+A new preparation command is one more ``@app.command("<name>")`` here.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,49 @@ from typing import Optional
 
 import typer
 
-from vidprobe.data.cli import prepare_app
+app = typer.Typer(
+    help="Prepare a dataset for extraction and probing: render the built-in synthetic data "
+    "or convert a downloaded benchmark into frames + ground-truth labels.",
+    no_args_is_help=True,
+)
 
 
-@prepare_app.command("co3d")
+@app.command("synthetic")
+def prepare_synthetic(
+    out: Path = typer.Argument(..., help="Output directory (created; an interrupted run resumes here)."),
+    videos: int = typer.Option(12, "--videos", "-n", min=1, help="Number of videos to render."),
+    frames: int = typer.Option(81, "--frames", min=1, help="Frames per video."),
+    height: int = typer.Option(64, "--height", min=1, help="Frame height in pixels."),
+    width: int = typer.Option(112, "--width", min=1, help="Frame width in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Video i uses seed SEED+i; also seeds the train/test split."),
+    families: str = typer.Option(
+        "orbit,walk", "--families",
+        help="Comma-separated scene families, used in turn: 'orbit' (CO3D-like object orbit), "
+        "'walk' (DL3DV-like room walk-through).",
+    ),
+    fov: float = typer.Option(60.0, "--fov", help="Horizontal field of view in degrees."),
+    test_fraction: float = typer.Option(0.1, "--test-fraction", min=0.0, max=1.0, help="Share of videos held out as 'test'."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Render the built-in synthetic dataset (exact depth, points and cameras; no downloads).
+
+    Writes OUT/dataset.json, OUT/<video>/frames/*.png and OUT/<video>/labels.safetensors.
+    """
+    from vidprobe.data.native import NativeDataset
+    from vidprobe.data.synthetic import write_synthetic_dataset
+
+    fams = tuple(f.strip() for f in families.split(",") if f.strip())
+    try:
+        root = write_synthetic_dataset(out, videos, families=fams, num_frames=frames, hw=(height, width),
+                                       seed=seed, test_fraction=test_fraction, progress=progress, fov_deg=fov)
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    ds = NativeDataset(root)
+    typer.echo(f"wrote {len(ds.videos())} videos ({len(ds.videos('train'))} train, {len(ds.videos('test'))} test) to {root}")
+
+
+@app.command("co3d")
 def prepare_co3d(
     src: Path = typer.Argument(..., help="CO3Dv2 root (the folder holding <category>/frame_annotations.jgz)."),
     dst: Path = typer.Argument(..., help="Output root; written in the same CO3D layout."),
@@ -45,7 +89,7 @@ def prepare_co3d(
     typer.echo(f"report: {Path(dst) / 'preprocess_report.json'}")
 
 
-@prepare_app.command("check")
+@app.command("check")
 def check(
     dataset: Path = typer.Argument(..., help="Any supported dataset root (vidprobe-native, CO3Dv2, DL3DV)."),
     labels_dir: Optional[Path] = typer.Option(None, "--labels-dir", help="Ground truth from labels files (CO3D, DL3DV)."),

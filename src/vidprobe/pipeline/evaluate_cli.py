@@ -1,0 +1,69 @@
+"""`vidprobe evaluate RUN_DIR`: score a trained probe (:mod:`vidprobe.pipeline.evaluate`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer()
+
+
+def _fail(e: Exception) -> None:
+    typer.echo(f"error: {e}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="Run directory written by `vidprobe train`."),
+    which: str = typer.Option("last", "--which", help="Checkpoint to score: last, best or both."),
+    split: str | None = typer.Option(None, "--split", help="Dataset split (default: the config's eval_split)."),
+    compat: str | None = typer.Option(None, "--compat", help="Metric definitions: 'clean' (gauge-invariant cameras, "
+                                      "valid pixels, failed clips scored worst) or 'reference' (the study release's "
+                                      "numbers, for comparing with its table). Default: the run's own compat."),
+    db: Path | None = typer.Option(None, "--db", help="Results database (SQLite) to record the run and metrics in."),
+    save_clips: int = typer.Option(3, "--save-clips", min=0, help="Save predictions, GT and point clouds of the first K clips."),
+    allow_failed_clips: bool = typer.Option(False, "--allow-failed-clips", help="Exit 0 even when some clips had "
+                                            "NaN/Inf predictions (they are scored as failures either way)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Score a trained probe: point, depth and camera metrics with bootstrap 95% intervals.
+
+    Writes RUN_DIR/eval_<which>/metrics.json (per clip and aggregate), clips/*.safetensors and *.ply
+    for the first clips, optionally a row per metric in the results database, and prints the table
+    (Point Err is raw; the published table shows it x10). A clip whose prediction has a NaN/Inf is a
+    failed clip: it is scored (clean: +inf errors, 0 accuracies), counted, and the command exits 1
+    unless --allow-failed-clips.
+
+    Example:  vidprobe evaluate runs/probe --which both --db results.db
+    """
+    from vidprobe.features.store import FeatureStoreError
+    from vidprobe.pipeline.evaluate import (
+        CHECKPOINT_CHOICES,
+        EvalError,
+        evaluate_run,
+        format_table,
+    )
+
+    if which not in (*CHECKPOINT_CHOICES, "both"):
+        _fail(EvalError(f"--which must be last, best or both, got {which!r}"))
+    kinds = list(CHECKPOINT_CHOICES) if which == "both" else [which]
+    results = []
+    try:
+        for k in kinds:
+            results.append(evaluate_run(run_dir, which=k, split=split, compat=compat, db_path=db,
+                                        save_clips=save_clips, progress=progress))
+    except (EvalError, FeatureStoreError, FileNotFoundError) as e:
+        _fail(e)
+    except ValueError as e:
+        _fail(e)
+    typer.echo(format_table(results))
+    failed = {r.which: r.failed_clips for r in results if r.failed_clips}
+    if failed:
+        for w, clips in failed.items():
+            typer.echo(f"warning: {w}: {len(clips)} clip(s) had NaN/Inf predictions and were scored as failures: "
+                       + ", ".join(f"{c} ({'/'.join(f)})" for c, f in list(clips.items())[:10])
+                       + (" ..." if len(clips) > 10 else ""), err=True)
+        if not allow_failed_clips:
+            raise typer.Exit(1)

@@ -101,8 +101,6 @@ def test_python_m_vidprobe_cli_has_every_command():
     assert [c for c in listed if c in COMMANDS] == COMMANDS, r.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="vidprobe/{data,backbones,features,probe}/__init__.py import torch eagerly: "
-                   "importing a package's cli module runs them (make them lazy, then drop this mark)")
 def test_help_does_not_import_torch():
     code = ("import sys\nfrom vidprobe.cli import app\ntry:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
             "print('torch' in sys.modules, file=sys.stderr)")

@@ -4,7 +4,7 @@
 
 Layers (a module may import only its own layer's package or a lower layer; ``cli`` modules sit on top):
 
-    0 atomic, geometry, nn, config   1 data   2 backbones   3 features   4 probe   5 metrics
+    0 atomic, geometry, nn, config, lazy   1 data   2 backbones   3 features   4 probe   5 metrics
     6 results   7 report   8 pipeline   9 cli (vidprobe.cli, <package>.cli, *_cli)
 
 Every ``import`` counts, at module level or inside a function. ``--strict`` exits 1 when any check fails.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "src" / "vidprobe"
-RANK = {"atomic": 0, "geometry": 0, "nn": 0, "config": 0, "data": 1, "backbones": 2, "features": 3, "probe": 4,
+RANK = {"atomic": 0, "geometry": 0, "nn": 0, "config": 0, "lazy": 0, "data": 1, "backbones": 2, "features": 3, "probe": 4,
         "metrics": 5, "results": 6, "report": 7, "pipeline": 8, "cli": 9}
 MAX_FILE_LINES = 500
 MAX_FUNCTION_LINES = 120

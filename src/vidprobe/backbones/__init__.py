@@ -1,6 +1,6 @@
 """Backbone adapters: one module per model family, registered by name.
 
-Importing this package registers every backbone: each module of the package
+The first call of :func:`registry` registers every backbone: each module of the package
 that defines ``register_backbones()`` (found by reading the modules' source,
 so listing imports no other module) is imported, and its hook is called, in
 the order of :func:`family_modules`: by ``REGISTER_ORDER`` (default 0; the
@@ -19,17 +19,12 @@ import importlib.util
 import pkgutil
 import re
 
-from vidprobe.backbones.base import (  # noqa: F401
-    Backbone,
-    BackboneSpec,
-    FeatureSet,
-    MissingExtraError,
-    accepted_options,
-    get_backbone,
-    register,
-    registry,
-    unknown_options,
-)
+from vidprobe.lazy import lazy_exports
+
+_EXPORTS = {name: "vidprobe.backbones.base" for name in (
+    "Backbone", "BackboneSpec", "FeatureSet", "MissingExtraError", "accepted_options", "get_backbone", "register",
+    "registry", "unknown_options",
+)}
 
 _HOOK = re.compile(r"^def register_backbones\(", re.MULTILINE)
 
@@ -55,9 +50,17 @@ def family_modules(package: str = __name__, path=None) -> list[str]:
     return sorted(found, key=lambda name: (order[name], name))
 
 
-def _register_all() -> None:
+_loaded = False
+
+
+def load_families() -> None:
+    """Register every family (once per process; :func:`vidprobe.backbones.base.registry` calls it)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
     for name in family_modules():
         importlib.import_module(name).register_backbones()
 
 
-_register_all()
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -85,8 +85,9 @@ def register(spec: BackboneSpec, factory: Callable[..., Backbone]) -> None:
 
 
 def registry() -> dict[str, tuple[BackboneSpec, Callable[..., Backbone]]]:
-    from vidprobe import backbones  # noqa: F401  (imports every family module)
+    from vidprobe.backbones import load_families
 
+    load_families()  # imports every family module, once
     return dict(_REGISTRY)
 
 

@@ -1,19 +1,25 @@
 """Feature extraction driver and the FeatureStore (sharded safetensors + manifest)."""
 
-from vidprobe.features.extract import ExtractSummary, extract_dataset, parse_shard, shard_from_env, shard_videos
-from vidprobe.features.store import (
-    DTYPES,
-    FeatureStore,
-    FeatureStoreError,
-    atomic_write_bytes,
-    key_dirname,
-    prepare_store,
-    read_manifest,
-    store_settings,
-    tau_of,
-    video_filename,
-    write_feature_file,
-)
+from vidprobe.lazy import lazy_exports
+
+_EXPORTS = {
+    "ExtractSummary": "vidprobe.features.extract",
+    "extract_dataset": "vidprobe.features.extract",
+    "parse_shard": "vidprobe.features.extract",
+    "shard_from_env": "vidprobe.features.extract",
+    "shard_videos": "vidprobe.features.extract",
+    "DTYPES": "vidprobe.features.store",
+    "FeatureStore": "vidprobe.features.store",
+    "FeatureStoreError": "vidprobe.features.store",
+    "atomic_write_bytes": "vidprobe.features.store",
+    "key_dirname": "vidprobe.features.store",
+    "prepare_store": "vidprobe.features.store",
+    "read_manifest": "vidprobe.features.store",
+    "store_settings": "vidprobe.features.store",
+    "tau_of": "vidprobe.features.store",
+    "video_filename": "vidprobe.features.store",
+    "write_feature_file": "vidprobe.features.store",
+}
 
 __all__ = [
     "DTYPES",
@@ -33,3 +39,6 @@ __all__ = [
     "video_filename",
     "write_feature_file",
 ]
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

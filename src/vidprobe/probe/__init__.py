@@ -1,8 +1,18 @@
 """The probe: a shallow VGGT-like network on frozen features, its heads, losses and training."""
 
-from vidprobe.probe.config import PRESETS, ProbeConfig, ProbeConfigError
-from vidprobe.probe.losses import LossConfig, NonFiniteLossError, prepare_targets, probe_loss
-from vidprobe.probe.model import Probe, count_parameters
+from vidprobe.lazy import lazy_exports
+
+_EXPORTS = {
+    "PRESETS": "vidprobe.probe.config",
+    "ProbeConfig": "vidprobe.probe.config",
+    "ProbeConfigError": "vidprobe.probe.config",
+    "LossConfig": "vidprobe.probe.losses",
+    "NonFiniteLossError": "vidprobe.probe.losses",
+    "prepare_targets": "vidprobe.probe.losses",
+    "probe_loss": "vidprobe.probe.losses",
+    "Probe": "vidprobe.probe.model",
+    "count_parameters": "vidprobe.probe.model",
+}
 
 __all__ = [
     "PRESETS",
@@ -15,3 +25,6 @@ __all__ = [
     "prepare_targets",
     "probe_loss",
 ]
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -84,11 +84,59 @@ def register(spec: BackboneSpec, factory: Callable[..., Backbone]) -> None:
     _REGISTRY[spec.name] = (spec, factory)
 
 
-def registry() -> dict[str, tuple[BackboneSpec, Callable[..., Backbone]]]:
+# prefix -> resolve(rest) -> (spec, factory), or "module:function" imported on first use: names "prefix:rest"
+# (e.g. "hf:facebook/dinov2-small") are not registered one by one but resolved on lookup
+_RESOLVERS: dict[str, Any] = {"hf": "vidprobe.backbones.hf_auto:resolve"}
+_RESOLVED: dict[str, tuple[BackboneSpec, Callable[..., Backbone]]] = {}
+
+
+def register_resolver(prefix: str, resolve: Any) -> None:
+    """Names ``f"{prefix}:<rest>"`` resolve to ``resolve(rest) -> (spec, factory)`` on lookup (once per name);
+    ``resolve`` may be a ``"module:function"`` string, imported on first use."""
+    if prefix in _RESOLVERS:
+        raise ValueError(f"backbone name prefix {prefix!r} registered twice")
+    _RESOLVERS[prefix] = resolve
+
+
+class Registry(dict):
+    """The registered backbones; a lookup of ``"prefix:rest"`` with a registered prefix resolves that name.
+
+    Iterating lists only the registered names; ``name in reg`` is true for a resolvable prefix, and
+    ``reg[name]`` resolves it (errors of the resolver, e.g. a missing config, name the backbone).
+    """
+
+    def __contains__(self, name: object) -> bool:
+        return dict.__contains__(self, name) or (isinstance(name, str) and _prefix(name) in _RESOLVERS)
+
+    def __missing__(self, name: str) -> tuple[BackboneSpec, Callable[..., Backbone]]:
+        prefix = _prefix(name) if isinstance(name, str) else None
+        if prefix not in _RESOLVERS:
+            raise KeyError(name)
+        if name not in _RESOLVED:
+            resolve = _RESOLVERS[prefix]
+            if isinstance(resolve, str):
+                import importlib
+
+                module, _, attr = resolve.partition(":")
+                resolve = _RESOLVERS[prefix] = getattr(importlib.import_module(module), attr)
+            _RESOLVED[name] = resolve(name[len(prefix) + 1:])
+        return _RESOLVED[name]
+
+
+def _prefix(name: str) -> str | None:
+    head, sep, _ = name.partition(":")
+    return head if sep else None
+
+
+def _known(reg: dict) -> str:
+    return ", ".join(sorted(reg)) + "".join(f", {p}:<name>" for p in sorted(_RESOLVERS))
+
+
+def registry() -> Registry:
     from vidprobe.backbones import load_families
 
     load_families()  # imports every family module, once
-    return dict(_REGISTRY)
+    return Registry(_REGISTRY)
 
 
 def accepted_options(spec: BackboneSpec | None, factory: Callable[..., Any]) -> dict[str, Any] | None:
@@ -114,7 +162,7 @@ def unknown_options(name: str, kwargs: dict[str, Any]) -> list[str]:
     """The keys of ``kwargs`` that backbone ``name``'s builder does not take ([] when it takes them all)."""
     reg = registry()
     if name not in reg:
-        raise KeyError(f"unknown backbone {name!r}; known: {', '.join(sorted(reg))}")
+        raise KeyError(f"unknown backbone {name!r}; known: {_known(reg)}")
     accepted = accepted_options(*reg[name])
     return [] if accepted is None else [k for k in kwargs if k not in accepted]
 
@@ -122,7 +170,7 @@ def unknown_options(name: str, kwargs: dict[str, Any]) -> list[str]:
 def get_backbone(name: str, **kwargs) -> Backbone:
     reg = registry()
     if name not in reg:
-        raise KeyError(f"unknown backbone {name!r}; known: {', '.join(sorted(reg))}")
+        raise KeyError(f"unknown backbone {name!r}; known: {_known(reg)}")
     return reg[name][1](**kwargs)
 
 

@@ -81,7 +81,8 @@ def backbone_kwargs_for(factory, name: str, options: dict) -> dict:
 
 @app.command()
 def extract(
-    backbone: str = typer.Option(..., "--backbone", "-b", help="Registered backbone name (see `vidprobe backbones`)."),
+    backbone: str = typer.Option(..., "--backbone", "-b", help="Registered backbone name (see `vidprobe backbones`), or hf:<hub repo id or local folder> for any "
+    "transformers vision/video encoder."),
     dataset: Path = typer.Option(..., "--dataset", "-d", help="Dataset directory (any format `vidprobe` reads)."),
     out: Path = typer.Option(..., "--out", "-o", help="Feature store directory (created; reused to resume)."),
     layers: Optional[str] = typer.Option(None, help="Comma-separated block indices, e.g. 10,20. Default: the backbone's reference layer."),
@@ -124,7 +125,10 @@ def extract(
     reg = registry()
     if backbone not in reg:
         raise typer.BadParameter(f"unknown backbone {backbone!r}; known: {', '.join(sorted(reg)) or '(none)'}", param_hint="--backbone")
-    spec, factory = reg[backbone]
+    try:
+        spec, factory = reg[backbone]  # a prefixed name (hf:<repo-or-path>) is resolved here
+    except (KeyError, ValueError, OSError) as e:
+        raise typer.BadParameter(f"cannot resolve backbone {backbone!r}: {e}", param_hint="--backbone") from None
     try:
         dtype = dtype_name(dtype)
     except FeatureStoreError as e:

@@ -50,6 +50,10 @@ def test_published_rows():
     assert published_row("wan2.1-t2v-14b", "demo_out/data") is None
 
 
+WAN_WEIGHTS = {"kind": "pretrained", "label": "pretrained Wan-AI/Wan2.1-T2V-14B@abc123", "model_id": "Wan-AI/Wan2.1-T2V-14B",
+               "revision": "abc123", "source": "store manifest"}
+
+
 def _fill(db_path, runs_root=None):
     """Three WAN cells (two layers on CO3D, two seeds of one; one DL3DV), a pixels run and a consistency run."""
     with ResultsDB(db_path) as db:
@@ -62,7 +66,8 @@ def _fill(db_path, runs_root=None):
             if runs_root is not None:
                 ck = str(runs_root / name / "checkpoints" / "step_0000010")
             rid = db.add_run("probe", name=name, backbone=bb, dataset=ds, layer=layer,
-                             timestep=749 if "wan" in bb else None, probe="tiny", seed=seed, config={"a": layer},
+                             timestep=749 if "wan" in bb else None, probe="tiny", seed=seed,
+                             config={"a": layer, **({"weights": WAN_WEIGHTS} if "wan" in bb else {})},
                              checkpoint=ck, checkpoint_kind="last")
             db.add_metrics(rid, {"point_err": pe, "depth_err": 0.2, "auc_5": 0.1, "auc_30": 0.5, "abs_rel": 0.1,
                                  "rra_15": 0.5, "rta_15": 0.4}, ci={"point_err": (pe * 0.9, pe * 1.1)})
@@ -112,10 +117,14 @@ def test_report_from_db(tmp_path):
     assert "| DL3DV Point Err x10 | DL3DV Depth Err | DL3DV AUC@5 | DL3DV AUC@30 |" in hdr
     table = lines[lines.index(hdr) + 2 :]
     table = table[: next(i for i, x in enumerate(table) if not x.startswith("|"))]
-    # one row per cell (+ a published row under each WAN row); seeds merge, the failed run is absent
+    # one row per cell (+ a published row under each WAN row), grouped by weights (the pixels control apart,
+    # inferred from its name in this DB without a weights field); seeds merge, the failed run is absent
     labels = [x.split("|")[1].strip() for x in table]
-    assert labels == ["wan2.1-t2v-14b (L11, t749, tiny)", "*published: WAN2.1-14B*", "wan2.1-t2v-14b (L21, t749, tiny)",
-                      "*published: WAN2.1-14B*", "pixels (L1, tiny)"]
+    w = " [weights: pretrained Wan-AI/Wan2.1-T2V-14B@abc123]"
+    assert labels == ["**Pretrained models**", f"wan2.1-t2v-14b (L11, t749, tiny){w}", "*published: WAN2.1-14B*",
+                      f"wan2.1-t2v-14b (L21, t749, tiny){w}", "*published: WAN2.1-14B*",
+                      "**Controls (no pretrained model)**", "pixels (L1, tiny) [weights: control (pixels)]"]
+    table = [x for x in table if not x.startswith("| **")]
     l11 = table[0].split("|")[2:-1]
     # one seed: x10 point error with its bootstrap interval; no DL3DV run for L11
     assert l11[0].strip() == "0.500 [0.450, 0.550]" and l11[4].strip() == "-"
@@ -125,9 +134,11 @@ def test_report_from_db(tmp_path):
     lo, hi = (float(x) for x in l21[0][7:-1].split(","))
     assert abs(lo - (0.35 - 12.706 * 0.0707107 / 1.41421)) < 1e-2 and abs(hi - (0.35 + 12.706 * 0.0707107 / 1.41421)) < 1e-2
     assert l21[4] == "1.200 [1.080, 1.320]"
-    pub = [c.strip() for c in table[3].split("|")[2:-1]]
+    pub = [c.strip() for c in table[3].split("|")[2:-2]]
     assert pub == ["0.284", "0.151", "0.200", "0.736", "1.051", "0.323", "0.136", "0.660"]
-    assert "mean of 2 seeds" in html and "published: WAN2.1-14B" in html
+    assert "mean of 2 seeds" in table[2] and "published: WAN2.1-14B" in html
+    assert "1 seed: bootstrap interval over clips" in table[0] and "only 5 test clips (< 10)" in table[0]
+    assert "control (pixels)" in md.split("## Benchmark")[0]  # the computed weights notice
     assert "fast3r" not in table[-1]
     for section in ("Training curves", "Per-clip error", "Radar chart", "heat map: wan2.1-t2v-14b", "Feature consistency vs probe error"):
         assert section in html, section

@@ -42,7 +42,9 @@ Outputs (all written atomically) in ``RUN_DIR/eval_<which>/``:
 * ``clips/<clip>_pred.ply`` / ``<clip>_gt.ply``: coloured point clouds.
 
 With ``db_path`` a run row (kind ``probe``) with its metrics, intervals,
-per-clip metrics and the training curves (``loss``, ``eval_loss``, ``lr``
+per-clip metrics, the weights label of its features (``config["weights"]``,
+derived from the feature store's manifest by
+:func:`vidprobe.report.provenance.weights_from_settings`) and the training curves (``loss``, ``eval_loss``, ``lr``
 from ``log.jsonl``) goes into the results database.
 """
 
@@ -371,6 +373,9 @@ def evaluate_run(
         log.warning("%s: %d of %d clips have non-finite predictions and count as failures (%s mode): %s",
                     run_dir, len(failed), len(per_clip), compat, ", ".join(list(failed)[:5]) + (" ..." if len(failed) > 5 else ""))
 
+    from vidprobe.report.provenance import weights_from_settings
+
+    weights = weights_from_settings(run.store.settings)  # from the store's manifest, never from the caller
     default_out = split == cfg.eval_split and compat == run.own_compat
     mfile = which_dir / ("metrics.json" if default_out else f"metrics_{split}_{compat}.json")
     doc = {
@@ -382,6 +387,7 @@ def evaluate_run(
         "compat": compat,
         "metric_settings": acc.settings.to_dict(),
         "backbone": backbone,
+        "weights": weights,
         "layer": run.layer,
         "timestep": run.timestep,
         "missing_features": list(run.ds.missing),
@@ -395,7 +401,7 @@ def evaluate_run(
     run_id = None
     if db_path is not None:
         run_id = _record(db_path, cfg, run_dir, run.ckpt, which, run.step, split, compat, backbone, run.layer,
-                         run.timestep, run.pcfg, metrics, cis, acc.per_clip(), acc.settings.to_dict(), failed)
+                         run.timestep, run.pcfg, metrics, cis, acc.per_clip(), acc.settings.to_dict(), failed, weights)
     return EvalResult(metrics=metrics, ci=ci, per_clip=per_clip, run_id=run_id, checkpoint=str(run.ckpt), which=which,
                       out_dir=which_dir, split=split, compat=compat, step=run.step, metrics_file=mfile,
                       saved_clips=saved, failed_clips=failed)
@@ -408,7 +414,7 @@ def _json_default(o):
 
 
 def _record(db_path, cfg, run_dir, ckpt, which, step, split, compat, backbone, layer, timestep, pcfg,
-            metrics, cis, per_clip, settings, failed) -> int:
+            metrics, cis, per_clip, settings, failed, weights=None) -> int:
     from vidprobe.results import ResultsDB
 
     preset = cfg.probe.get("preset", "reference") if isinstance(cfg.probe, dict) else str(cfg.probe)
@@ -417,7 +423,10 @@ def _record(db_path, cfg, run_dir, ckpt, which, step, split, compat, backbone, l
         "probe": pcfg.to_dict(),
         "eval": {"split": split, "compat": compat, "which": which, "step": step, "run_dir": str(run_dir),
                  "metric_settings": settings, "failed_clips": failed},
+        "weights": weights,  # vidprobe.report.provenance: what the features' weights were
     }
+    if weights is None:
+        del config["weights"]
     with ResultsDB(db_path) as db:
         run_id = db.add_run(
             "probe", name=cfg.name, backbone=backbone, dataset=cfg.dataset, layer=layer, timestep=timestep,

@@ -2,8 +2,12 @@
 
 Sections: the benchmark table in the published layout (rows = model cells,
 columns = Point Err x10 / Depth Err / AUC@5 / AUC@30 per dataset, with 95%
-intervals, and the published numbers in a grey row under every row whose
-backbone matches a published model), a layer x timestep heat map when a
+intervals, and the published numbers in a grey row under every pretrained row
+whose backbone matches a published model; every row names its weights
+(:mod:`vidprobe.report.provenance`), rows are grouped pretrained / random
+weights / controls / unknown, a notes column states seeds, checkpoint,
+small samples and untrained heads, and a notice computed from the data says
+when any row is not a pretrained model), a layer x timestep heat map when a
 backbone has several cells, a radar chart across metrics, training curves,
 per-clip error histograms, feature consistency vs probe error (only when
 consistency runs exist), and for a few saved evaluation clips per run: input
@@ -28,6 +32,7 @@ from vidprobe.atomic import atomic_write_bytes, atomic_write_text
 from vidprobe.metrics.registry import BENCHMARK_METRICS, METRICS
 from vidprobe.report import plots
 from vidprobe.report.plots import run_label
+from vidprobe.report.provenance import MIN_CLIPS, n_clips, pick_seeds, untrained_notes, weights_notice, weights_of_run
 from vidprobe.report.published import PUBLISHED, dataset_kind, published_row
 
 TABLE = [METRICS[m] for m in BENCHMARK_METRICS]  # the published layout's columns, at its scale (Point Err x10)
@@ -75,6 +80,7 @@ def load_runs(db_path: Path, split: str = "test") -> list[dict]:
             r["ci"] = {k: (v["ci_low"], v["ci_high"]) for k, v in rows.items()}
             r["curves"] = {n: db.curve(r["run_id"], n) for n in db.curve_names(r["run_id"])}
             r["clips"] = db.clip_metrics(r["run_id"], "point_err", split=split)
+            r["weights"] = weights_of_run(r)
             out.append(r)
         for r in db.runs(status="done", kind="consistency"):
             r["metrics"] = db.get_metrics(r["run_id"], split=split)
@@ -82,26 +88,78 @@ def load_runs(db_path: Path, split: str = "test") -> list[dict]:
     return out
 
 
+GROUPS = (("pretrained", "Pretrained models"),
+          ("random", "Random-weight models (tiny / random init: not the pretrained networks)"),
+          ("control", "Controls (no pretrained model)"),
+          ("unknown", "Weights unknown (recorded before vidprobe recorded them; no readable feature store)"))
+TABLE_NOTE = (
+    "Rows are grouped by what the features' weights were (from each run's feature store manifest). "
+    "A row's runs are distinct training seeds: one training run evaluated at both checkpoints counts once "
+    "(its last checkpoint; 'best ckpt' marks a row where only the best one was evaluated). With two or more "
+    "distinct seeds a cell shows their mean and Student-t 95% interval, otherwise the one run's bootstrap 95% "
+    f"interval over clips. Notes flag fewer than {MIN_CLIPS} test clips, a camera head with AUC@30 = 0, and a Point Err "
+    "not below the pixels control on the same dataset; with both of the last two the probe is stated untrained "
+    "at its budget. Published numbers appear only under pretrained (or unknown-weights) rows.")
+
+
+def _cell(rs: list[dict]) -> tuple[dict, dict, list[str]]:
+    """``(formatted, estimates, notes)`` of one row's runs on one dataset (already one per seed)."""
+    from vidprobe.metrics.stats import mean_ci_t
+
+    seeds = {r.get("seed") for r in rs}
+    by_seeds = len(rs) >= 2 and None not in seeds
+    notes = [f"mean of {len(rs)} seeds"] if by_seeds else []
+    if len(rs) >= 2 and not by_seeds:
+        notes.append("runs without a recorded seed: showing the latest")
+        rs = rs[-1:]
+    elif len(rs) == 1:
+        notes.append("1 seed: bootstrap interval over clips")
+    kinds = sorted({r.get("checkpoint_kind") or "last" for r in rs})
+    if kinds != ["last"]:
+        notes.append("best ckpt" if kinds == ["best"] else "mixed ckpts")
+    small = [n for n in (n_clips(r) for r in rs) if n is not None and n < MIN_CLIPS]
+    if small:
+        notes.append(f"only {min(small)} test clips (< {MIN_CLIPS})")
+    vals, est = {}, {}
+    for spec in TABLE:
+        m, scale = spec.name, spec.table_scale
+        got = [r["metrics"].get(m) for r in rs if r["metrics"].get(m) is not None]
+        if not got:
+            vals[m] = "-"
+        elif not by_seeds:
+            lo, hi = rs[0]["ci"].get(m, (None, None))
+            vals[m], est[m] = fmt_ci(got[0], lo, hi, scale), got[0]
+        else:
+            ci = mean_ci_t(got)
+            vals[m], est[m] = fmt_ci(ci.estimate, ci.low, ci.high, scale), ci.estimate
+    return vals, est, notes
+
+
 def benchmark_table(runs: list[dict]) -> tuple[list[str], list[dict]]:
     """The published layout: ``(datasets, rows)``.
 
-    A row is one cell (backbone, layer, timestep, probe) with, per dataset, each
-    TABLE metric formatted as ``value [low, high]``: one seed shows the run's
-    bootstrap interval over clips, several seeds show their mean and Student-t
-    interval. ``row["published"][dataset]`` holds the published numbers where
-    the backbone matches a published model on that dataset.
+    A row is one cell (weights, backbone, layer, timestep, probe) with, per dataset, each TABLE metric
+    formatted as ``value [low, high]`` (see :data:`TABLE_NOTE` for which interval), ``row["weights"]`` (the
+    :func:`vidprobe.report.provenance.weights_of_run` record), ``row["group"]`` (a :data:`GROUPS` key),
+    ``row["notes"][dataset]`` (seeds, checkpoint, small-sample and untrained facts) and
+    ``row["published"][dataset]`` where a pretrained (or unknown) backbone matches a published model.
+    Rows come in :data:`GROUPS` order.
     """
-    from vidprobe.metrics.stats import mean_ci_t
-
     probe = [r for r in runs if r.get("kind", "probe") == "probe"]
     order = {"CO3Dv2": 0, "DL3DV": 1}
     datasets = sorted({dataset_label(r.get("dataset")) for r in probe}, key=lambda d: (order.get(d, 2), d))
     cells: dict[tuple, dict[str, list[dict]]] = {}
+    weights: dict[tuple, dict] = {}
     for r in probe:
-        key = (r.get("backbone") or r.get("name"), r.get("layer"), r.get("timestep"), r.get("probe"))
+        w = r.get("weights") or weights_of_run(r)
+        key = (w["label"], r.get("backbone") or r.get("name"), r.get("layer"), r.get("timestep"), r.get("probe"))
+        weights[key] = w
         cells.setdefault(key, {}).setdefault(dataset_label(r.get("dataset")), []).append(r)
     rows = []
-    for (bb, layer, ts, probe_name), per_ds in cells.items():
+    for key, per_ds in cells.items():
+        wlabel, bb, layer, ts, probe_name = key
+        w = weights[key]
+        group = {"tiny": "random", "random_init": "random"}.get(w["kind"], w["kind"])
         extra = []
         if layer is not None:
             extra.append("Llast" if layer == -1 else f"L{layer}")
@@ -109,69 +167,86 @@ def benchmark_table(runs: list[dict]) -> tuple[list[str], list[dict]]:
             extra.append(f"t{ts}")
         if probe_name:
             extra.append(str(probe_name))
-        row: dict = {"label": f"{bb} ({', '.join(extra)})" if extra else str(bb), "backbone": bb, "cells": {},
-                     "seeds": {}, "published": {}}
+        label = (f"{bb} ({', '.join(extra)})" if extra else str(bb)) + (f" [{wlabel}]" if wlabel.startswith("weights") else f" [weights: {wlabel}]")
+        row: dict = {"label": label, "backbone": bb, "weights": w, "group": group, "cells": {}, "seeds": {},
+                     "estimates": {}, "notes": {}, "published": {}}
         for ds, rs in per_ds.items():
-            row["seeds"][ds] = len(rs)
-            vals = {}
-            for spec in TABLE:
-                m, scale = spec.name, spec.table_scale
-                got = [r["metrics"].get(m) for r in rs if r["metrics"].get(m) is not None]
-                if not got:
-                    vals[m] = "-"
-                elif len(rs) == 1:
-                    lo, hi = rs[0]["ci"].get(m, (None, None))
-                    vals[m] = fmt_ci(got[0], lo, hi, scale)
-                else:
-                    ci = mean_ci_t(got)
-                    vals[m] = fmt_ci(ci.estimate, ci.low, ci.high, scale)
-            row["cells"][ds] = vals
+            picked = pick_seeds(rs)
+            row["seeds"][ds] = len(picked)
+            row["cells"][ds], row["estimates"][ds], row["notes"][ds] = _cell(picked)
             pub = published_row(bb, rs[0].get("dataset"))
-            if pub is not None:
+            if pub is not None and group in ("pretrained", "unknown"):
                 row["published"][ds] = pub
+            elif pub is not None:
+                row["notes"][ds].append("published number not shown: not the pretrained model")
         rows.append(row)
+    untrained_notes(rows)
+    rank = {g: i for i, (g, _) in enumerate(GROUPS)}
+    rows.sort(key=lambda r: rank.get(r["group"], len(GROUPS)))  # stable: first-seen order within a group
     return datasets, rows
 
 
-def _table_html(datasets: list[str], rows: list[dict]) -> str:
-    n = len(TABLE)
-    h = ["<table><tr><th rowspan='2'>model</th>"]
-    h += [f"<th colspan='{n}'>{html.escape(d)}</th>" for d in datasets]
-    h.append("</tr><tr>" + "".join(f"<th>{html.escape(s.column())}</th>" for _ in datasets for s in TABLE) + "</tr>")
+def _row_notes(row: dict, datasets: list[str]) -> str:
+    parts = []
+    for d in datasets:
+        n = row["notes"].get(d)
+        if n:
+            parts.append((f"{d}: " if len(datasets) > 1 else "") + ", ".join(n))
+    return "; ".join(parts)
+
+
+def _grouped(rows: list[dict]):
+    """``(group title or None, row)`` pairs: a title before the first row of each group."""
+    titles = dict(GROUPS)
+    seen = None
     for row in rows:
-        seeds = max(row["seeds"].values(), default=1)
-        note = f" &middot; mean of {seeds} seeds" if seeds > 1 else ""
-        h.append(f"<tr><td>{html.escape(row['label'])}{note}</td>")
+        yield (titles.get(row["group"], row["group"]) if row["group"] != seen else None), row
+        seen = row["group"]
+
+
+def _table_html(datasets: list[str], rows: list[dict]) -> str:
+    from vidprobe.report.published import BACKBONE_TO_PUBLISHED
+
+    n = len(TABLE)
+    h = ["<table><tr><th rowspan='2'>model [weights]</th>"]
+    h += [f"<th colspan='{n}'>{html.escape(d)}</th>" for d in datasets]
+    h.append("<th rowspan='2'>notes</th></tr><tr>"
+             + "".join(f"<th>{html.escape(s.column())}</th>" for _ in datasets for s in TABLE) + "</tr>")
+    for title, row in _grouped(rows):
+        if title:
+            h.append(f"<tr class='group'><td colspan='{n * len(datasets) + 2}'><b>{html.escape(title)}</b></td></tr>")
+        cls = "" if row["group"] == "pretrained" else f" class='{html.escape(row['group'])}'"
+        h.append(f"<tr{cls}><td>{html.escape(row['label'])}</td>")
         for d in datasets:
             c = row["cells"].get(d)
             h += [f"<td>{html.escape(c[s.name]) if c else '-'}</td>" for s in TABLE]
-        h.append("</tr>")
+        h.append(f"<td class='note'>{html.escape(_row_notes(row, datasets))}</td></tr>")
         if row["published"]:
-            from vidprobe.report.published import BACKBONE_TO_PUBLISHED
-
             h.append(f"<tr class='pub'><td>&nbsp;&nbsp;published: {html.escape(BACKBONE_TO_PUBLISHED[row['backbone']])}</td>")
             for d in datasets:
                 p = row["published"].get(d)
                 h += [f"<td>{'-' if p is None else f'{v:.3f}'}</td>" for v in (p or [None] * n)]
-            h.append("</tr>")
+            h.append("<td></td></tr>")
     h.append("</table>")
     return "".join(h)
 
 
 def _table_md(datasets: list[str], rows: list[dict]) -> list[str]:
-    hdr = ["model", *[f"{d} {s.column()}" for d in datasets for s in TABLE]]
-    out = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
-    for row in rows:
-        cells = [row["cells"].get(d, {}).get(s.name, "-") for d in datasets for s in TABLE]
-        out.append("| " + " | ".join([row["label"], *cells]) + " |")
-        if row["published"]:
-            from vidprobe.report.published import BACKBONE_TO_PUBLISHED
+    from vidprobe.report.published import BACKBONE_TO_PUBLISHED
 
+    hdr = ["model", *[f"{d} {s.column()}" for d in datasets for s in TABLE], "notes"]
+    out = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
+    for title, row in _grouped(rows):
+        if title:
+            out.append("| " + " | ".join([f"**{title}**", *[""] * (len(hdr) - 1)]) + " |")
+        cells = [row["cells"].get(d, {}).get(s.name, "-") for d in datasets for s in TABLE]
+        out.append("| " + " | ".join([row["label"], *cells, _row_notes(row, datasets)]) + " |")
+        if row["published"]:
             pub = []
             for d in datasets:
                 p = row["published"].get(d)
                 pub += ["-"] * len(TABLE) if p is None else [f"{v:.3f}" for v in p]
-            out.append("| " + " | ".join([f"*published: {BACKBONE_TO_PUBLISHED[row['backbone']]}*", *pub]) + " |")
+            out.append("| " + " | ".join([f"*published: {BACKBONE_TO_PUBLISHED[row['backbone']]}*", *pub, ""]) + " |")
     return out
 
 
@@ -247,6 +322,8 @@ CSS = (
     "th{background:#eee;text-align:center}td:first-child{text-align:left;white-space:nowrap}"
     ".notice{background:#fff3cd;border:1px solid #e0c060;padding:.7em}img{max-width:100%}"
     "h2{border-bottom:1px solid #ddd;margin-top:1.6em}.pub{color:#888;font-style:italic}code{font-size:12px}"
+    ".group td{background:#f4f4f4;text-align:left}.control td,.random td,.unknown td{background:#fbf3e6}"
+    "td.note{text-align:left;font-size:11px;color:#555}"
 )
 
 
@@ -301,10 +378,14 @@ def write_report(db_path: str | Path, out_dir: str | Path, notice: str | None = 
     if notice:
         H.append(f"<p class='notice'><b>Read this first.</b> {html.escape(notice)}</p>")
         M += [f"> **Read this first.** {notice}", ""]
+    computed = weights_notice(rows)  # from the data: shown whether or not a notice was passed
+    if computed:
+        H.append(f"<p class='notice'><b>Weights.</b> {html.escape(computed)}</p>")
+        M += [f"> **Weights.** {computed}", ""]
 
-    intro = ("Bootstrap 95% intervals over clips in brackets (several seeds: their mean and Student-t interval). "
-             "Point Err is the reference definition (Sim(3) fitted on the top-25% GT-confidence pixels, "
-             "confidence-weighted mean distance) x10; lower is better for errors, higher for AUC.")
+    intro = ("95% intervals in brackets. Point Err is the reference definition (Sim(3) fitted on the top-25% "
+             "GT-confidence pixels, confidence-weighted mean distance) x10; lower is better for errors, higher "
+             "for AUC. " + TABLE_NOTE)
     H.append(f"<h2>Benchmark</h2><p>{html.escape(intro)}</p>")
     M += ["## Benchmark", "", intro, ""]
     if rows:

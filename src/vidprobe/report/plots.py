@@ -39,7 +39,11 @@ def run_label(r: dict) -> str:
         extra.append(f"t{r['timestep']}")
     if r.get("seed") is not None:
         extra.append(f"s{r['seed']}")
-    return f"{lab} ({', '.join(extra)})" if extra else lab
+    if r.get("checkpoint_kind") == "best":
+        extra.append("best ckpt")
+    lab = f"{lab} ({', '.join(extra)})" if extra else lab
+    w = (r.get("weights") or {}).get("label")  # set by load_runs (vidprobe.report.provenance)
+    return f"{lab} [{w}]" if w else lab
 
 
 def color(i: int, n: int):

@@ -34,19 +34,18 @@ from pathlib import Path
 VARIANTS = ("sdpa", "eager", "sdpa+ckpt", "eager+ckpt")  # paired runs adjacent (less drift)
 
 
-def _naive_attention_forward(self, x, rope=None):
+def _naive_attention_forward(self, x, pos=None):
+    """vidprobe.nn.vit.Attention.forward with the attention written out (no fused SDPA kernel)."""
     import torch
-
-    from vidprobe.probe.layers import apply_rope
 
     B, N, C = x.shape
     qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
     q, k = self.q_norm(q), self.k_norm(k)
-    if rope is not None:
-        q = apply_rope(q, *rope)
-        k = apply_rope(k, *rope)
-    attn = (q.to(v.dtype) @ k.to(v.dtype).transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
+    if self.rope is not None and pos is not None:
+        q, k = self.rope(q, pos), self.rope(k, pos)
+    scale = self.scale if self.scale is not None else 1.0 / math.sqrt(self.head_dim)
+    attn = (q.to(v.dtype) @ k.to(v.dtype).transpose(-2, -1)) * scale
     out = torch.softmax(attn, dim=-1) @ v
     return self.proj(out.transpose(1, 2).reshape(B, N, C))
 

@@ -105,3 +105,28 @@ def test_demo_summary_uses_the_table_scale():
     head, _, row = text.splitlines()
     assert head.split() == ["backbone", "Point", "Err", "x10", "Depth", "Err", "AUC@5", "AUC@30"]
     assert row.split() == ["oracle", f"{0.0312 * 10:.3f}", "0.250", "-", "0.500"]
+
+
+def test_each_metric_is_declared_next_to_its_computation():
+    """Adding a metric touches one file: the module whose function returns a key also declares its spec."""
+    from vidprobe.metrics import camera, correspondence, depth, points
+
+    g = torch.Generator().manual_seed(1)
+    gt = torch.randn(2, 3, 4, 5, 3, generator=g)
+    conf = torch.rand(2, 3, 4, 5, generator=g) + 0.1
+    valid = torch.ones(2, 3, 4, 5, dtype=torch.bool)
+    d = torch.rand(2, 3, 4, 5, generator=g) + 0.5
+    pe = points.point_errors(gt + 0.1, gt, conf, valid)
+    assert set(pe.as_dict()) == {s.name for s in points.METRIC_SPECS}
+    assert set(points.chamfer_metrics(pe.aligned, gt, valid)) == {s.name for s in points.CHAMFER_SPECS}
+    assert set(depth.depth_metrics(d * 1.1, d, valid, conf)) == {s.name for s in depth.METRIC_SPECS}
+    acc = MetricAccumulator(compat="clean")
+    ext = torch.eye(4)[:3].expand(2, 3, 3, 4).clone()
+    acc.update(pred_extrinsics=ext, gt_extrinsics=ext)
+    cam_keys = {k for k in acc.compute() if k.split("_")[0] in ("auc", "rra", "rta")}
+    assert cam_keys == {s.name for s in camera.METRIC_SPECS}
+    corr = {s.name for s in correspondence.METRIC_SPECS}
+    assert {"corr_err_px", "corr_err_median_px"} <= corr and all(k in METRICS for k in corr)
+    declared = [*points.METRIC_SPECS, *points.CHAMFER_SPECS, *depth.METRIC_SPECS, *camera.METRIC_SPECS,
+                *correspondence.METRIC_SPECS]
+    assert all(METRICS[s.name] is s for s in declared)  # the registry holds the modules' own specs

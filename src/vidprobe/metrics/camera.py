@@ -89,6 +89,7 @@ import torch
 
 from vidprobe.geometry import compose_extrinsics, invert_extrinsics, relative_extrinsics
 from vidprobe.metrics.modes import COMPAT_MODES, MetricSettings, resolve_settings
+from vidprobe.metrics.spec import ACCURACY, MetricSpec
 
 __all__ = [
     "AUC_THRESHOLDS",
@@ -107,6 +108,13 @@ __all__ = [
 
 AUC_THRESHOLDS: tuple[int, ...] = (3, 5, 10, 15, 30)
 ACC_THRESHOLDS: tuple[int, ...] = (5, 15)
+
+#: the camera metrics this module computes, as the report shows them (gathered by vidprobe.metrics.registry)
+METRIC_SPECS: tuple[MetricSpec, ...] = (
+    *(MetricSpec(f"auc_{k}", f"AUC@{k}", "camera", ACCURACY, radar=k in (5, 30)) for k in AUC_THRESHOLDS),
+    *(MetricSpec(f"rra_{k}", f"RRA@{k}", "camera", ACCURACY, radar=k == 15) for k in ACC_THRESHOLDS),
+    *(MetricSpec(f"rta_{k}", f"RTA@{k}", "camera", ACCURACY, radar=k == 15) for k in ACC_THRESHOLDS),
+)
 DEGENERATE_EPS = 1e-9
 RELEASE_NORM_EPS = 1e-15  # t / (|t| + eps) and the clamp of 1 - cos^2, as the release writes them
 _REF_BINS = 31

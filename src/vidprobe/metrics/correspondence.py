@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from vidprobe.geometry import depth_to_world_points, project, world_to_cam
+from vidprobe.metrics.spec import ACCURACY, ERROR, MetricSpec
 
 __all__ = [
     "PX_THRESHOLDS",
@@ -54,6 +55,14 @@ __all__ = [
 
 PX_THRESHOLDS: tuple[float, ...] = (1, 2, 5, 10, 20)
 FRAC_THRESHOLDS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1)
+
+#: the consistency metrics this module computes, as the report shows them (gathered by vidprobe.metrics.registry)
+METRIC_SPECS: tuple[MetricSpec, ...] = (
+    MetricSpec("corr_err_px", "feature correspondence error", "consistency", ERROR, unit="px"),
+    MetricSpec("corr_err_median_px", "median feature correspondence error", "consistency", ERROR, unit="px"),
+    *(MetricSpec(f"pck_{t:g}px", f"PCK@{t:g}px", "consistency", ACCURACY) for t in PX_THRESHOLDS),
+    *(MetricSpec(f"pck_{f:g}diag", f"PCK@{f:g} diagonal", "consistency", ACCURACY) for f in FRAC_THRESHOLDS),
+)
 
 
 def sample_features(features: torch.Tensor, uv: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:

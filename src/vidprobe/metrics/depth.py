@@ -43,8 +43,17 @@ import torch
 
 from vidprobe.metrics.modes import MetricSettings, resolve_settings
 from vidprobe.metrics.points import quantile_linear
+from vidprobe.metrics.spec import ACCURACY, ERROR, MetricSpec
 
-__all__ = ["depth_error_reference", "median_scale", "depth_metrics"]
+__all__ = ["METRIC_SPECS", "depth_error_reference", "median_scale", "depth_metrics"]
+
+#: the depth metrics this module computes, as the report shows them (gathered by vidprobe.metrics.registry)
+METRIC_SPECS: tuple[MetricSpec, ...] = (
+    MetricSpec("depth_err", "Depth Err", "depth", ERROR, radar=True),
+    MetricSpec("abs_rel", "AbsRel", "depth", ERROR, radar=True),
+    MetricSpec("rmse", "RMSE", "depth", ERROR),
+    MetricSpec("delta_1_25", "delta<1.25", "depth", ACCURACY),
+)
 
 
 def _prep(pred, gt, conf, valid):

@@ -53,7 +53,7 @@ import torch
 
 from vidprobe.geometry import Sim3, apply_sim3, umeyama
 from vidprobe.metrics.modes import MetricSettings, resolve_settings
-from vidprobe.metrics.registry import METRICS
+from vidprobe.metrics.spec import ERROR, MetricSpec
 
 __all__ = [
     "TABLE_SCALE",
@@ -66,7 +66,18 @@ __all__ = [
     "chamfer_metrics",
 ]
 
-TABLE_SCALE = METRICS["point_err"].table_scale
+#: the point metrics this module computes, as the report shows them (gathered by vidprobe.metrics.registry)
+METRIC_SPECS: tuple[MetricSpec, ...] = (
+    MetricSpec("point_err", "Point Err", "points", ERROR, table_scale=10.0, radar=True),
+    MetricSpec("point_err_unweighted", "Point Err unweighted", "points", ERROR),
+)
+CHAMFER_SPECS: tuple[MetricSpec, ...] = (  # chamfer_metrics (MetricAccumulator(chamfer=True))
+    MetricSpec("acc", "Accuracy", "chamfer", ERROR),
+    MetricSpec("comp", "Completeness", "chamfer", ERROR),
+    MetricSpec("chamfer", "Chamfer", "chamfer", ERROR),
+)
+
+TABLE_SCALE = METRIC_SPECS[0].table_scale
 """The published table reports ``point_err * TABLE_SCALE`` (:mod:`vidprobe.metrics.registry`)."""
 
 

@@ -10,108 +10,41 @@ Scales are always named: a metric with ``table_scale != 1`` (Point Err, shown x1
 table) is headed ``"Point Err x10"`` when scaled and ``"Point Err (raw)"`` when not
 (:meth:`MetricSpec.column`; :meth:`MetricSpec.key_column` does the same with the metric's name).
 
-Adding a metric: compute it (its module, under a new key), then add one :class:`MetricSpec` line to
-``_SPECS`` below, in the position its table row should take; ``tests/test_metric_registry.py``
-checks that every key the accumulators and the consistency summary produce has a spec.
+Adding a metric touches one file: the computing module returns it under a new key and declares its
+:class:`~vidprobe.metrics.spec.MetricSpec` in that module's ``METRIC_SPECS`` (the accumulator records every key a
+metric function returns); ``tests/test_metric_registry.py`` checks that every key the accumulators and the
+consistency summary produce has a spec.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from vidprobe.metrics.camera import ACC_THRESHOLDS, AUC_THRESHOLDS
-from vidprobe.metrics.correspondence import FRAC_THRESHOLDS, PX_THRESHOLDS
+from vidprobe.metrics import camera, correspondence, depth, points
+from vidprobe.metrics.spec import COUNT, MetricSpec
 
 __all__ = ["BENCHMARK_METRICS", "EVAL_TABLE_METRICS", "LOWER_IS_BETTER", "METRICS", "RADAR_METRICS", "MetricSpec",
            "spec"]
 
 
-@dataclass(frozen=True)
-class MetricSpec:
-    """How one metric is shown.
-
-    ``name``: its key in metrics.json and the results DB. ``label``: the display name at scale 1.
-    ``table_scale``: the factor of the published table (10 for Point Err; 1 for the rest).
-    ``lower_is_better``: ``True`` for errors, ``False`` for accuracies, ``None`` for counts.
-    ``unit``: e.g. ``"px"`` (empty: unitless). ``fmt``: the format of a value in the report tables.
-    ``family``: ``points``, ``depth``, ``camera``, ``chamfer``, ``counts`` or ``consistency``.
-    ``radar``: one of the axes of the report's radar chart.
-    """
-
-    name: str
-    label: str
-    family: str
-    lower_is_better: bool | None
-    table_scale: float = 1.0
-    unit: str = ""
-    fmt: str = ".3f"
-    radar: bool = False
-
-    @property
-    def scaled_in_tables(self) -> bool:
-        return self.table_scale != 1.0
-
-    def _suffix(self, scaled: bool) -> str:
-        if not self.scaled_in_tables:
-            return ""
-        return f" x{self.table_scale:g}" if scaled else " (raw)"
-
-    def column(self, scaled: bool = True) -> str:
-        """Display header: ``"Point Err x10"`` (scaled) / ``"Point Err (raw)"``; ``"Depth Err"`` either way."""
-        return self.label + self._suffix(scaled)
-
-    def key_column(self, scaled: bool = False) -> str:
-        """Header by name for plain-text tables: ``"point_err (raw)"`` / ``"point_err x10"``; ``"depth_err"``."""
-        return self.name + self._suffix(scaled)
-
-    def scale(self, value: float | None, scaled: bool = True) -> float | None:
-        """``value`` at the table scale (``scaled``) or raw; ``None`` stays ``None``."""
-        if value is None:
-            return None
-        return value * self.table_scale if scaled else value
-
-    @property
-    def direction(self) -> str:
-        """``"lower is better"``, ``"higher is better"`` or ``""`` (a count)."""
-        if self.lower_is_better is None:
-            return ""
-        return "lower is better" if self.lower_is_better else "higher is better"
+#: the counts the accumulators and the consistency summary record (the computed metrics' specs live with their code)
+COUNT_SPECS: tuple[MetricSpec, ...] = (
+    MetricSpec("num_clips", "clips", "counts", COUNT, fmt=".0f"),
+    MetricSpec("num_pairs", "view pairs", "counts", COUNT, fmt=".0f"),
+    MetricSpec("failed_clips", "failed clips", "counts", COUNT, fmt=".0f"),
+    MetricSpec("failed_points", "failed clips (points)", "counts", COUNT, fmt=".0f"),
+    MetricSpec("failed_depth", "failed clips (depth)", "counts", COUNT, fmt=".0f"),
+    MetricSpec("failed_camera", "failed clips (cameras)", "counts", COUNT, fmt=".0f"),
+    MetricSpec("failed", "failed", "counts", COUNT, fmt=".0f"),  # per clip: 1.0 for a failed clip
+)
+CONSISTENCY_COUNT_SPECS: tuple[MetricSpec, ...] = (
+    MetricSpec("num_queries", "query pixels", "counts", COUNT, fmt=".0f"),
+    MetricSpec("videos", "videos", "counts", COUNT, fmt=".0f"),
+)
 
 
 def _specs() -> list[MetricSpec]:
-    err, acc = True, False
-    out = [
-        MetricSpec("point_err", "Point Err", "points", err, table_scale=10.0, radar=True),
-        MetricSpec("point_err_unweighted", "Point Err unweighted", "points", err),
-        MetricSpec("depth_err", "Depth Err", "depth", err, radar=True),
-        MetricSpec("abs_rel", "AbsRel", "depth", err, radar=True),
-        MetricSpec("rmse", "RMSE", "depth", err),
-        MetricSpec("delta_1_25", "delta<1.25", "depth", acc),
-    ]
-    out += [MetricSpec(f"auc_{k}", f"AUC@{k}", "camera", acc, radar=k in (5, 30)) for k in AUC_THRESHOLDS]
-    out += [MetricSpec(f"rra_{k}", f"RRA@{k}", "camera", acc, radar=k == 15) for k in ACC_THRESHOLDS]
-    out += [MetricSpec(f"rta_{k}", f"RTA@{k}", "camera", acc, radar=k == 15) for k in ACC_THRESHOLDS]
-    out += [
-        MetricSpec("acc", "Accuracy", "chamfer", err),  # MetricAccumulator(chamfer=True)
-        MetricSpec("comp", "Completeness", "chamfer", err),
-        MetricSpec("chamfer", "Chamfer", "chamfer", err),
-        MetricSpec("num_clips", "clips", "counts", None, fmt=".0f"),
-        MetricSpec("num_pairs", "view pairs", "counts", None, fmt=".0f"),
-        MetricSpec("failed_clips", "failed clips", "counts", None, fmt=".0f"),
-        MetricSpec("failed_points", "failed clips (points)", "counts", None, fmt=".0f"),
-        MetricSpec("failed_depth", "failed clips (depth)", "counts", None, fmt=".0f"),
-        MetricSpec("failed_camera", "failed clips (cameras)", "counts", None, fmt=".0f"),
-        MetricSpec("failed", "failed", "counts", None, fmt=".0f"),  # per clip: 1.0 for a failed clip
-        MetricSpec("corr_err_px", "feature correspondence error", "consistency", err, unit="px"),
-        MetricSpec("corr_err_median_px", "median feature correspondence error", "consistency", err, unit="px"),
-    ]
-    out += [MetricSpec(f"pck_{t:g}px", f"PCK@{t:g}px", "consistency", acc) for t in PX_THRESHOLDS]
-    out += [MetricSpec(f"pck_{f:g}diag", f"PCK@{f:g} diagonal", "consistency", acc) for f in FRAC_THRESHOLDS]
-    out += [
-        MetricSpec("num_queries", "query pixels", "counts", None, fmt=".0f"),
-        MetricSpec("videos", "videos", "counts", None, fmt=".0f"),
-    ]
-    return out
+    """Table order: points, depth, camera, Chamfer, counts, consistency and its counts."""
+    return [*points.METRIC_SPECS, *depth.METRIC_SPECS, *camera.METRIC_SPECS, *points.CHAMFER_SPECS, *COUNT_SPECS,
+            *correspondence.METRIC_SPECS, *CONSISTENCY_COUNT_SPECS]
 
 
 #: every metric by name, in table order
@@ -134,5 +67,5 @@ def spec(name: str) -> MetricSpec:
     if name.startswith("skipped_") and name[len("skipped_"):] in METRICS:
         base = METRICS[name[len("skipped_"):]]
         return MetricSpec(name, f"clips skipped for {base.label}", "counts", None, fmt=".0f")
-    raise KeyError(f"unknown metric {name!r}: add a MetricSpec to vidprobe/metrics/registry.py "
+    raise KeyError(f"unknown metric {name!r}: declare its MetricSpec next to its code (METRIC_SPECS; vidprobe/metrics/registry.py gathers them) "
                    f"(known: {', '.join(METRICS)})")

@@ -58,20 +58,43 @@ class VideoDataset(ABC):
         """Only the RGB frames ``[T,3,H,W]`` in [0,1] (what feature extraction needs)."""
         return self.load(video_id, frames).images
 
-    def scan(self, split: str | None = None) -> ScanReport:
-        """Check every video can be opened; skip and count broken ones, never crash."""
+    def scan(self, split: str | None = None, deep: bool = False) -> ScanReport:
+        """Check every video can be opened (every frame, and that all have one size, when ``deep``); skip and
+        count broken ones, never crash."""
         rep = ScanReport()
         for vid in self.videos(split):
             try:
                 n = self.num_frames(vid)
                 if n < 1:
                     raise DatasetError("no frames")
-                self.load(vid, [0])
+                if deep:
+                    self.check_frame_sizes(vid, {i: tuple(self.load(vid, [i]).images.shape[-2:]) for i in range(n)})
+                else:
+                    self.load(vid, [0])
             except Exception as e:  # noqa: BLE001 - a scan reports, it does not die
                 rep.skipped[vid] = f"{type(e).__name__}: {e}"
             else:
                 rep.ok.append(vid)
         return rep
+
+    def check_frame_sizes(self, video_id: str, sizes: dict[int, tuple[int, int]]) -> None:
+        """``DatasetError`` naming the first frame (0-based position) whose size differs from the video's others."""
+        if not sizes:
+            return
+        bad, common = odd_frames(sizes)
+        if bad:
+            h, w = sizes[bad[0]]
+            raise DatasetError(f"{self.root / video_id}: frame {bad[0]} is {h}x{w}, the video's other frames are "
+                               f"{common[0]}x{common[1]} ({len(bad)} frame(s) of another size)")
+
+
+def odd_frames(sizes: dict[int, tuple[int, int]]) -> tuple[list[int], tuple[int, int]]:
+    """Frames whose ``(H, W)`` differs from the video's most common size, and that size."""
+    counts: dict[tuple[int, int], int] = {}
+    for hw in sizes.values():
+        counts[hw] = counts.get(hw, 0) + 1
+    common = max(counts, key=lambda hw: (counts[hw], -min(i for i, v in sizes.items() if v == hw)))
+    return sorted(i for i, hw in sizes.items() if hw != common), common
 
 
 def split_videos(ids: Sequence[str], test_fraction: float = 0.1, seed: int = 0) -> dict[str, list[str]]:

@@ -216,8 +216,8 @@ class Dl3dvDataset(VideoDataset):
         for vid in self.videos(split):
             try:
                 n = self.num_frames(vid)
-                for i in range(n if deep else 1):
-                    self.load(vid, [i])
+                sizes = {i: tuple(self.load(vid, [i]).images.shape[-2:]) for i in range(n if deep else min(n, 1))}
+                self.check_frame_sizes(vid, sizes)  # deep: a frame of another size than the video's others
             except Exception as e:  # noqa: BLE001 - a scan reports, it does not die
                 rep.skipped[vid] = f"{type(e).__name__}: {e}"
             else:

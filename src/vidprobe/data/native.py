@@ -247,8 +247,9 @@ class NativeDataset(VideoDataset):
         except ValueError as e:  # ClipError: the message already names the field
             raise DatasetError(f"{lf.path}: {e}") from e
 
-    def scan(self, split: str | None = None) -> ScanReport:
-        """Check every video (labels header, every frame PNG present, first and last frame load)."""
+    def scan(self, split: str | None = None, deep: bool = False) -> ScanReport:
+        """Check every video (labels header, every frame PNG present, first and last frame load; with ``deep``
+        every frame loads and has the video's size)."""
         rep = ScanReport()
         for vid in self.videos(split):
             try:
@@ -260,6 +261,8 @@ class NativeDataset(VideoDataset):
                 if missing:
                     raise DatasetError(f"{frame_path(self.root / vid, missing[0])}: frame image not found ({len(missing)} missing)")
                 self.load(vid, sorted({0, n - 1}))
+                if deep:  # each frame against the labels' size (load_images checks it), then against each other
+                    self.check_frame_sizes(vid, {i: tuple(self.load_images(vid, [i]).shape[-2:]) for i in range(n)})
             except Exception as e:  # noqa: BLE001 - a scan reports, it does not die
                 rep.skipped[vid] = f"{type(e).__name__}: {e}"
             else:

@@ -94,7 +94,8 @@ def check(
     dataset: Path = typer.Argument(..., help="Any supported dataset root (vidprobe-native, CO3Dv2, DL3DV)."),
     labels_dir: Optional[Path] = typer.Option(None, "--labels-dir", help="Ground truth from labels files (CO3D, DL3DV)."),
     split: Optional[str] = typer.Option(None, "--split", help="Only this split (train/test)."),
-    deep: bool = typer.Option(False, "--deep", help="Read every frame, not only the first (CO3D, DL3DV)."),
+    deep: bool = typer.Option(False, "--deep", help="Read every frame, not only the first (or first and last), and "
+                              "check that all frames of a video have one size."),
 ) -> None:
     """Detect a dataset's format and check every video opens; print skipped videos with reasons and a count."""
     from vidprobe.data.base import DatasetError
@@ -103,7 +104,7 @@ def check(
     try:
         fmt = detect_format(dataset)
         ds = open_dataset(dataset, labels_dir=labels_dir)
-        rep = ds.scan(split, deep=deep) if fmt in ("co3d", "dl3dv") else ds.scan(split)
+        rep = ds.scan(split, deep=deep)
     except DatasetError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e

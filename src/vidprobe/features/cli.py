@@ -79,6 +79,40 @@ def backbone_kwargs_for(factory, name: str, options: dict) -> dict:
     return given
 
 
+def unknown_backbone_message(name: str, known: list[str]) -> str:
+    """``unknown backbone 'x' (did you mean 'y'?)``: the closest registered names (difflib), else the full list."""
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    if close:
+        return f"unknown backbone {name!r} (did you mean {' or '.join(repr(c) for c in close)}?); see `vidprobe backbones`"
+    return f"unknown backbone {name!r}; known: {', '.join(known) or '(none)'}"
+
+
+def check_request(spec, layers: list, timesteps: list, layers_text: str | None, timesteps_text: str | None) -> None:
+    """Refuse, once and before any model is built, layers outside the spec's blocks and a timestep for a model
+    without diffusion time (the registry spec's ``num_layers`` / ``default_timestep``)."""
+    n = int(spec.num_layers or 0)
+    if n > 0:
+        bad = [x for x in layers if x != -1 and not 1 <= x <= n]
+        if bad:
+            given = layers_text if layers_text is not None else ",".join(str(x) for x in layers)
+            raise typer.BadParameter(f"--layers {given}: {spec.name} has blocks 1..{n} (or -1 for the final output)")
+    if spec.default_timestep is None and any(t is not None for t in timesteps):
+        raise typer.BadParameter(f"--timesteps {timesteps_text}: {spec.name} has no diffusion time; leave --timesteps "
+                                 "out (or give 'none')")
+
+
+def check_out_path(path: Path, flag: str) -> None:
+    """Refuse an output directory that is a regular file or lies under one, naming that file."""
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a regular file" if p == path else f"lies under {p}, a regular file"
+                raise typer.BadParameter(f"{flag} {path}: {what}, not a directory")
+            return
+
+
 @app.command()
 def extract(
     backbone: str = typer.Option(..., "--backbone", "-b", help="Registered backbone name (see `vidprobe backbones`), or hf:<hub repo id or local folder> for any "
@@ -124,7 +158,7 @@ def extract(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     reg = registry()
     if backbone not in reg:
-        raise typer.BadParameter(f"unknown backbone {backbone!r}; known: {', '.join(sorted(reg)) or '(none)'}", param_hint="--backbone")
+        raise typer.BadParameter(unknown_backbone_message(backbone, sorted(reg)), param_hint="--backbone")
     try:
         spec, factory = reg[backbone]  # a prefixed name (hf:<repo-or-path>) is resolved here
     except (KeyError, ValueError, OSError) as e:
@@ -137,6 +171,8 @@ def extract(
     if None in lay:
         raise typer.BadParameter("layers must be integers", param_hint="--layers")
     ts = _ints(timesteps, "--timesteps") or [spec.default_timestep]
+    check_request(spec, lay, ts, layers, timesteps)
+    check_out_path(out, "--out")
     sh = None
     if shard is not None:
         try:

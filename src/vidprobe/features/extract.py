@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("vidprobe.features")
 
 LOCKED = "locked by another process"
+#: warn when a frame side is upsampled more than this factor for the model
+UPSAMPLE_WARN = 2.0
 
 
 @dataclass
@@ -136,6 +138,8 @@ class _Extraction:
     fail_fast: int
     summary: ExtractSummary
     model_failures: int = 0
+    input_hw: tuple[int, int] | None = None  # what frames are resized to (the spec's, or height/width given)
+    resize_warned: bool = False
 
     def missing_keys(self, vid: str) -> list[Key]:
         return [k for k in self.keys if not self.store.is_valid(vid, *k)]
@@ -187,10 +191,23 @@ class _Extraction:
         self.summary.bytes_written += written
         self.summary.done.append(vid)
 
+    def _warn_upsampling(self, native_hw: tuple[int, int]) -> None:
+        """One warning per run when frames are upsampled more than ``UPSAMPLE_WARN`` x in either side."""
+        built = getattr(self.backbone, "input_hw", None)  # the model's own (a tiny one feeds a small size)
+        target = built if isinstance(built, tuple) and len(built) == 2 else self.input_hw
+        if self.resize_warned or not target or (built is None and self.kwargs.get("tiny")):
+            return
+        (h, w), (H, W) = native_hw, (int(target[0]), int(target[1]))
+        if h > 0 and w > 0 and (H > UPSAMPLE_WARN * h or W > UPSAMPLE_WARN * w):
+            self.resize_warned = True
+            log.warning("frames are %dx%d but %s resizes them to %dx%d (%.1fx, %.1fx): far above their native size, "
+                        "and slower; set --height/--width to change it", h, w, self.spec.name, H, W, H / h, W / w)
+
     def _features(self, clip: Clip) -> tuple[Any, str | None]:
         """``(FeatureSet, None)``, or ``(None, reason)``; aborts when the first ``fail_fast`` videos all fail."""
         if self.backbone is None:
             self.backbone = self.factory(**self.kwargs)
+        self._warn_upsampling(tuple(clip.images.shape[-2:]))
         fs = None
         try:
             with torch.inference_mode():
@@ -264,7 +281,8 @@ def _prepare(*, backbone_name, dataset, out, layers, timesteps, dtype, shard, ba
     summary = ExtractSummary(shard=(i, n), total=len(mine))
     job = _Extraction(dataset=dataset, out=out, layers=layers, timesteps=timesteps, keys=keys, dtype=dt, spec=spec,
                       factory=factory, kwargs=kwargs, backbone=backbone, source=source, store=store, lock_dir=lock_dir,
-                      num_frames=num_frames, fail_fast=fail_fast, summary=summary)
+                      num_frames=num_frames, fail_fast=fail_fast, summary=summary,
+                      input_hw=tuple(hw) if hw and all(hw) else None)
     return job, mine
 
 

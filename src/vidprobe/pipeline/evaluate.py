@@ -60,7 +60,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from vidprobe.atomic import atomic_path, atomic_write_text
@@ -262,7 +262,9 @@ def _open(run_dir: Path, which: str, split: str | None, compat: str | None, devi
     dev = resolve_device(device or cfg.device)
     model, pcfg = _probe_from_info(info, run_dir / "run.json")
     try:
-        sd = load_file(str(ckpt / "model.safetensors"))
+        from vidprobe.probe.checkpoint import load_tensors
+
+        sd = load_tensors(ckpt / "model.safetensors")  # a corrupt file is named, not a traceback
         model.load_state_dict(sd)
     except RuntimeError as e:
         raise EvalError(f"{ckpt / 'model.safetensors'}: does not match the probe in run.json ({e})") from None

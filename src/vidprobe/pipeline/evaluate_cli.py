@@ -14,6 +14,24 @@ def _fail(e: Exception) -> None:
     raise typer.Exit(2)
 
 
+def check_db(db: Path) -> None:
+    """Before any evaluation: ``--db`` must be a usable results database (opened, its schema checked), or a new
+    file whose folder can be made; otherwise exit 2 with a message naming it."""
+    from vidprobe.results import ResultsDB, ResultsDBError
+
+    for p in db.parents:
+        if p.exists():
+            if not p.is_dir():
+                _fail(ValueError(f"--db {db}: lies under {p}, a regular file, not a directory"))
+            break
+    if not db.exists():
+        return  # created when the first result is recorded
+    try:
+        ResultsDB(db).close()
+    except (ResultsDBError, OSError) as e:
+        _fail(ValueError(f"--db {db}: {e}"))
+
+
 @app.command()
 def evaluate(
     run_dir: Path = typer.Argument(..., help="Run directory written by `vidprobe train`."),
@@ -49,6 +67,8 @@ def evaluate(
     if which not in (*CHECKPOINT_CHOICES, "both"):
         _fail(EvalError(f"--which must be last, best or both, got {which!r}"))
     kinds = list(CHECKPOINT_CHOICES) if which == "both" else [which]
+    if db is not None:
+        check_db(db)
     results = []
     try:
         for k in kinds:

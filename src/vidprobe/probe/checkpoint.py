@@ -18,8 +18,37 @@ from safetensors.torch import load_file, save_file
 from vidprobe.atomic import atomic_write_text
 from vidprobe.probe.train_config import TrainConfig
 
-__all__ = ["find_checkpoint", "optimizer_from_tensors", "optimizer_to_tensors", "read_pointer", "restore_checkpoint",
+__all__ = ["CheckpointError", "find_checkpoint", "load_tensors", "optimizer_from_tensors", "optimizer_to_tensors", "read_pointer", "restore_checkpoint",
            "save_checkpoint", "update_best"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read (truncated, corrupt, missing a key); the message names the file."""
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's safetensors file, or :class:`CheckpointError` naming the file (never a raw traceback)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error type (or OSError) for a bad file
+        raise CheckpointError(f"{path}: corrupt or unreadable checkpoint file ({type(e).__name__}: {e}); delete this "
+                              "checkpoint folder to resume from an earlier one, or start the run again") from None
+
+
+def _load_state(path: Path) -> dict:
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: corrupt checkpoint state ({e})") from None
+    missing = [k for k in ("step", "scheduler", "optimizer_meta") if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint state lacks {', '.join(missing)}")
+    return state
 
 
 def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -97,11 +126,15 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, opt, sched, step: int
 
 def restore_checkpoint(ckpt: Path, model: torch.nn.Module, opt, sched) -> int:
     """Load weights, optimiser, scheduler and RNG state of ``ckpt`` (exact resume); returns its step."""
-    model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
-    state = json.loads((ckpt / "state.json").read_text())
-    optimizer_from_tensors(opt, load_file(str(ckpt / "optimizer.safetensors")), state["optimizer_meta"])
+    weights = load_tensors(ckpt / "model.safetensors")
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(f"{ckpt / 'model.safetensors'}: does not match the probe of this config ({e})") from None
+    state = _load_state(ckpt / "state.json")
+    optimizer_from_tensors(opt, load_tensors(ckpt / "optimizer.safetensors"), state["optimizer_meta"])
     sched.load_state_dict(state["scheduler"])
-    rng = load_file(str(ckpt / "rng.safetensors"))
+    rng = load_tensors(ckpt / "rng.safetensors")
     torch.set_rng_state(rng["torch_cpu"])
     if "torch_cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state(rng["torch_cuda"])

@@ -46,6 +46,11 @@ def train(
         _fail(e)
     except ValueError as e:  # dataset / sampler errors name their file and field
         _fail(e)
+    if res.already_finished:
+        typer.echo(f"{res.run_dir}: already finished at step {res.steps} (its last checkpoint is the final step); "
+                   "nothing to train")
+        typer.echo(f"last checkpoint: {res.last_checkpoint}")
+        return
     typer.echo(f"trained {res.steps} steps in {res.run_dir}: final loss {res.final_loss:.4f}"
                + (f", eval loss {res.eval_loss:.4f}" if res.eval_loss is not None else ""))
     typer.echo(f"last checkpoint: {res.last_checkpoint}")

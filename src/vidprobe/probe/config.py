@@ -185,7 +185,11 @@ class ProbeConfig:
     def preset(cls, name: str, compat: str = "clean", **overrides: Any) -> ProbeConfig:
         """A named preset (``reference``, ``small``, ``tiny``), then the mode's probe settings, then ``overrides``."""
         if name not in PRESETS:
-            raise ProbeConfigError(f"ProbeConfig.preset: unknown preset {name!r}; choose from {sorted(PRESETS)}")
+            import difflib
+
+            close = difflib.get_close_matches(str(name), sorted(PRESETS), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ProbeConfigError(f"ProbeConfig.preset: unknown preset {name!r}{hint}; choose from {sorted(PRESETS)}")
         try:
             overrides = dict(Overrides.of(cls)(overrides))
         except ConfigError as e:

@@ -74,6 +74,7 @@ class TrainResult:
     final_loss: float
     eval_loss: float | None
     model: Any = None  # the trained nn.Module (unwrapped; on its training device)
+    already_finished: bool = False  # resumed a run whose last checkpoint is at the final step: nothing was trained
 
 
 @dataclass
@@ -129,7 +130,9 @@ def _setup(cfg: TrainConfig, resume: bool) -> _Run:
         run_dir.mkdir(parents=True, exist_ok=True)
     last = find_checkpoint(run_dir, "last") if resume else None
     if not resume and (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").glob("step_*")):
-        raise ConfigError(f"{run_dir} already holds checkpoints: pass --resume to continue, or choose another 'out'")
+        ptr = read_pointer(run_dir / "checkpoints" / "last.json")
+        at = f" (the last at step {ptr['step']})" if ptr and "step" in ptr else ""
+        raise ConfigError(f"{run_dir} already holds checkpoints{at}: pass --resume to continue, or choose another 'out'")
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -254,6 +257,12 @@ def _evaluate_and_checkpoint(run: _Run, epoch: int, logger: RunLogger, best_eval
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_after_steps: int | None = None) -> TrainResult:
     """Train a probe. ``stop_after_steps`` ends the process's loop early (used to simulate a crash in tests)."""
     run = _setup(cfg, resume)
+    if run.resumed and run.step >= run.total:  # nothing left to do: say so instead of a loss of no step
+        prev_best = read_pointer(run.run_dir / "checkpoints" / "best.json")
+        return TrainResult(run_dir=run.run_dir, steps=run.step, last_checkpoint=find_checkpoint(run.run_dir, "last"),
+                           best_checkpoint=find_checkpoint(run.run_dir, "best"), final_loss=float("nan"),
+                           eval_loss=prev_best.get("eval_loss") if prev_best else None, model=run.model,
+                           already_finished=True)
     _write_run_files(run)
     logger = RunLogger(run.run_dir, cfg, enabled=run.dist.main)
     bar = tqdm(total=run.total, initial=run.step, disable=not (progress and run.dist.main), desc=cfg.name, unit="step",

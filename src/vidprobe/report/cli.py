@@ -9,6 +9,14 @@ import typer
 app = typer.Typer()
 
 
+def _file_in_the_way(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` (itself included) when it is not a directory, else None."""
+    for p in (path, *path.parents):
+        if p.exists():
+            return None if p.is_dir() else p
+    return None
+
+
 @app.command()
 def report(
     db: Path = typer.Argument(..., help="Results database (SQLite) written by `vidprobe evaluate` / `sweep` / `demo`."),
@@ -29,6 +37,11 @@ def report(
     from vidprobe.report.html import write_report
     from vidprobe.results import ResultsDBError
 
+    bad = _file_in_the_way(out)
+    if bad is not None:
+        typer.echo(f"error: --out {out}: {'is' if bad == out else f'lies under {bad},'} a regular file, not a directory",
+                   err=True)
+        raise typer.Exit(2)
     try:
         paths = write_report(db, out, split=split, clips_per_run=clips_per_run, runs_root=runs_root, title=title)
     except (FileNotFoundError, ResultsDBError) as e:

@@ -3,7 +3,11 @@
 Sections: the benchmark table in the published layout (rows = model cells,
 columns = Point Err x10 / Depth Err / AUC@5 / AUC@30 per dataset, with 95%
 intervals, and the published numbers in a grey row under every pretrained row
-whose backbone matches a published model; every row names its weights
+whose backbone matches a published model, each with its verdict "within" /
+"outside" our interval (:mod:`vidprobe.report.published_check`, also listed in
+"Published vs measured"); "Paired comparisons" (each row against the best row
+on the same clips, paired bootstrap + Holm: :mod:`vidprobe.report.paired`);
+every row names its weights
 (:mod:`vidprobe.report.provenance`), rows are grouped pretrained / random
 weights / controls / unknown, a notes column states seeds, checkpoint,
 small samples and untrained heads, and a notice computed from the data says
@@ -31,9 +35,11 @@ import numpy as np
 from vidprobe.atomic import atomic_write_bytes, atomic_write_text
 from vidprobe.metrics.registry import BENCHMARK_METRICS, METRICS
 from vidprobe.report import plots
+from vidprobe.report.paired import paired_section
 from vidprobe.report.plots import run_label
 from vidprobe.report.provenance import MIN_CLIPS, n_clips, pick_seeds, untrained_notes, weights_notice, weights_of_run
 from vidprobe.report.published import PUBLISHED, dataset_kind, published_row
+from vidprobe.report.published_check import pub_cell, published_section, verdict_note, verdicts
 
 TABLE = [METRICS[m] for m in BENCHMARK_METRICS]  # the published layout's columns, at its scale (Point Err x10)
 DATASET_NAMES = {"co3d": "CO3Dv2", "dl3dv": "DL3DV"}
@@ -79,7 +85,8 @@ def load_runs(db_path: Path, split: str = "test") -> list[dict]:
             r["metrics"] = {k: v["value"] for k, v in rows.items()}
             r["ci"] = {k: (v["ci_low"], v["ci_high"]) for k, v in rows.items()}
             r["curves"] = {n: db.curve(r["run_id"], n) for n in db.curve_names(r["run_id"])}
-            r["clips"] = db.clip_metrics(r["run_id"], "point_err", split=split)
+            r["clip_values"] = {m: db.clip_metrics(r["run_id"], m, split=split) for m in BENCHMARK_METRICS}
+            r["clips"] = r["clip_values"]["point_err"]
             r["weights"] = weights_of_run(r)
             out.append(r)
         for r in db.runs(status="done", kind="consistency"):
@@ -102,8 +109,9 @@ TABLE_NOTE = (
     "at its budget. Published numbers appear only under pretrained (or unknown-weights) rows.")
 
 
-def _cell(rs: list[dict]) -> tuple[dict, dict, list[str]]:
-    """``(formatted, estimates, notes)`` of one row's runs on one dataset (already one per seed)."""
+def _cell(rs: list[dict]) -> tuple[dict, dict, list[str], dict]:
+    """``(formatted, estimates, notes, intervals)`` of one row's runs on one dataset (already one per seed);
+    ``intervals[metric] = (low, high)`` raw (None when unknown), the interval the cell shows."""
     from vidprobe.metrics.stats import mean_ci_t
 
     seeds = {r.get("seed") for r in rs}
@@ -120,7 +128,7 @@ def _cell(rs: list[dict]) -> tuple[dict, dict, list[str]]:
     small = [n for n in (n_clips(r) for r in rs) if n is not None and n < MIN_CLIPS]
     if small:
         notes.append(f"only {min(small)} test clips (< {MIN_CLIPS})")
-    vals, est = {}, {}
+    vals, est, ivals = {}, {}, {}
     for spec in TABLE:
         m, scale = spec.name, spec.table_scale
         got = [r["metrics"].get(m) for r in rs if r["metrics"].get(m) is not None]
@@ -128,11 +136,12 @@ def _cell(rs: list[dict]) -> tuple[dict, dict, list[str]]:
             vals[m] = "-"
         elif not by_seeds:
             lo, hi = rs[0]["ci"].get(m, (None, None))
-            vals[m], est[m] = fmt_ci(got[0], lo, hi, scale), got[0]
+            vals[m], est[m], ivals[m] = fmt_ci(got[0], lo, hi, scale), got[0], (lo, hi)
         else:
             ci = mean_ci_t(got)
             vals[m], est[m] = fmt_ci(ci.estimate, ci.low, ci.high, scale), ci.estimate
-    return vals, est, notes
+            ivals[m] = tuple(None if math.isnan(x) else x for x in (ci.low, ci.high))
+    return vals, est, notes, ivals
 
 
 def benchmark_table(runs: list[dict]) -> tuple[list[str], list[dict]]:
@@ -142,8 +151,10 @@ def benchmark_table(runs: list[dict]) -> tuple[list[str], list[dict]]:
     formatted as ``value [low, high]`` (see :data:`TABLE_NOTE` for which interval), ``row["weights"]`` (the
     :func:`vidprobe.report.provenance.weights_of_run` record), ``row["group"]`` (a :data:`GROUPS` key),
     ``row["notes"][dataset]`` (seeds, checkpoint, small-sample and untrained facts) and
-    ``row["published"][dataset]`` where a pretrained (or unknown) backbone matches a published model.
-    Rows come in :data:`GROUPS` order.
+    ``row["published"][dataset]`` where a pretrained (or unknown) backbone matches a published model,
+    ``row["intervals"][dataset][metric]`` (the shown interval, raw ``(low, high)``), ``row["runs"][dataset]``
+    (the runs behind the cell, one per seed; :mod:`vidprobe.report.paired` reads their per-clip values) and
+    ``row["cell"]`` (layer, timestep, probe). Rows come in :data:`GROUPS` order.
     """
     probe = [r for r in runs if r.get("kind", "probe") == "probe"]
     order = {"CO3Dv2": 0, "DL3DV": 1}
@@ -169,11 +180,13 @@ def benchmark_table(runs: list[dict]) -> tuple[list[str], list[dict]]:
             extra.append(str(probe_name))
         label = (f"{bb} ({', '.join(extra)})" if extra else str(bb)) + (f" [{wlabel}]" if wlabel.startswith("weights") else f" [weights: {wlabel}]")
         row: dict = {"label": label, "backbone": bb, "weights": w, "group": group, "cells": {}, "seeds": {},
-                     "estimates": {}, "notes": {}, "published": {}}
+                     "estimates": {}, "notes": {}, "published": {}, "intervals": {}, "runs": {},
+                     "cell": {"layer": layer, "timestep": ts, "probe": probe_name}}
         for ds, rs in per_ds.items():
             picked = pick_seeds(rs)
             row["seeds"][ds] = len(picked)
-            row["cells"][ds], row["estimates"][ds], row["notes"][ds] = _cell(picked)
+            row["runs"][ds] = picked
+            row["cells"][ds], row["estimates"][ds], row["notes"][ds], row["intervals"][ds] = _cell(picked)
             pub = published_row(bb, rs[0].get("dataset"))
             if pub is not None and group in ("pretrained", "unknown"):
                 row["published"][ds] = pub
@@ -224,9 +237,10 @@ def _table_html(datasets: list[str], rows: list[dict]) -> str:
         if row["published"]:
             h.append(f"<tr class='pub'><td>&nbsp;&nbsp;published: {html.escape(BACKBONE_TO_PUBLISHED[row['backbone']])}</td>")
             for d in datasets:
-                p = row["published"].get(d)
-                h += [f"<td>{'-' if p is None else f'{v:.3f}'}</td>" for v in (p or [None] * n)]
-            h.append("<td></td></tr>")
+                p, v = row["published"].get(d), verdicts(row, d)
+                h += [f"<td>{'-' if p is None else html.escape(pub_cell(x, v.get(s.name)))}</td>"
+                      for x, s in zip(p or [None] * n, TABLE)]
+            h.append(f"<td class='note'>{html.escape(verdict_note(row, datasets))}</td></tr>")
     h.append("</table>")
     return "".join(h)
 
@@ -244,9 +258,10 @@ def _table_md(datasets: list[str], rows: list[dict]) -> list[str]:
         if row["published"]:
             pub = []
             for d in datasets:
-                p = row["published"].get(d)
-                pub += ["-"] * len(TABLE) if p is None else [f"{v:.3f}" for v in p]
-            out.append("| " + " | ".join([f"*published: {BACKBONE_TO_PUBLISHED[row['backbone']]}*", *pub, ""]) + " |")
+                p, v = row["published"].get(d), verdicts(row, d)
+                pub += ["-"] * len(TABLE) if p is None else [f"{x:.3f}" for x in p]
+            out.append("| " + " | ".join([f"*published: {BACKBONE_TO_PUBLISHED[row['backbone']]}*", *pub,
+                                          verdict_note(row, datasets)]) + " |")
     return out
 
 
@@ -391,6 +406,9 @@ def write_report(db_path: str | Path, out_dir: str | Path, notice: str | None = 
     if rows:
         H.append(_table_html(datasets, rows))
         M += _table_md(datasets, rows)
+        ph, pm = published_section(datasets, rows)
+        H += ph
+        M += ["", *pm]
     else:
         H.append("<p>No finished probe runs in this database.</p>")
         M.append("No finished probe runs in this database.")
@@ -402,9 +420,8 @@ def write_report(db_path: str | Path, out_dir: str | Path, notice: str | None = 
         H.append("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|")) + "</tr>")
     H.append("</table>")
 
-    rh, rm = reproduction_section(runs)
-    H += rh
-    M += rm
+    for sh, sm in (paired_section(datasets, rows), reproduction_section(runs)):  # paired comparisons, ledger
+        H, M = H + sh, M + sm
 
     figs: list[tuple[str, str]] = []
     if runs:

@@ -188,7 +188,7 @@ def test_vjepa_state_dict_matches_official_checkpoint_keys():
 
 
 def test_vjepa_sincos_table():
-    from vidprobe.backbones.vjepa import sincos_3d
+    from vidprobe.nn.pos_embed import sincos_3d
 
     table = sincos_3d(1280, 8, 24, 24, uniform_power=True)
     assert table.shape == (8 * 24 * 24, 1280)

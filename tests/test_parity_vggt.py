@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from vidprobe.backbones import vggt
+from vidprobe.nn.dpt import ResidualConvUnit
 
 FIXTURE = Path(__file__).parent / "fixtures" / "parity" / "vggt.safetensors"
 NOT_WEIGHTS = ("input.", "output.", "preprocess.")
@@ -153,7 +154,7 @@ def _old_rcu_forward(self, x):  # the former skip: adds the raw x (upstream adds
 
 
 def test_raw_x_skip_in_residual_conv_unit_would_fail(model, monkeypatch):
-    monkeypatch.setattr(vggt._ResidualConvUnit, "forward", _old_rcu_forward)
+    monkeypatch.setattr(ResidualConvUnit, "forward", _old_rcu_forward)
     with torch.no_grad():
         pred = model(IMAGES)
     for name in ("depth", "depth_conf", "world_points", "world_points_conf"):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from vidprobe.data.sampling import FrameSampler
 from vidprobe.probe.config import KEEP, MODE_SETTINGS, ProbeConfig, mode_defaults
-from vidprobe.probe.dpt import ResidualConvUnit
+from vidprobe.nn.dpt import ResidualConvUnit
 from vidprobe.probe.losses import LossConfig, prepare_targets, probe_loss, targets_for
 from vidprobe.probe.model import Probe
 from vidprobe.probe.train import (

@@ -81,7 +81,6 @@ from vidprobe.backbones.common import (
 )
 from vidprobe.backbones.loading import load_checkpoint_model
 from vidprobe.backbones.model_vggt import FULL, TINY, DinoViT, VGGTConfig, VGGTModel  # noqa: F401 (tests use them here)
-from vidprobe.nn.dpt import ResidualConvUnit as _ResidualConvUnit  # noqa: F401 (tests/test_parity_vggt.py patches it)
 
 MODEL_ID = "facebook/VGGT-1B"
 DROPPED_PREFIXES = ("track_head.",)

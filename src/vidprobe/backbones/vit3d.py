@@ -12,9 +12,6 @@ parameter names and shapes match the official checkpoints (see
   (safetensors, or ``torch.load(weights_only=True)``), drop documented unused
   prefixes, load strictly;
 * :func:`param_shapes` -- names and shapes of a model's persistent state.
-
-``RoPE2D`` is re-exported from :mod:`vidprobe.nn.rope` for
-``tests/test_fullsize_meta.py``, which patches it.
 """
 
 from __future__ import annotations
@@ -26,7 +23,6 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from vidprobe.nn.rope import RoPE2D  # noqa: F401 (re-exported: tests/test_fullsize_meta.py patches it)
 
 
 # ----------------------------------------------------------------- checkpoints

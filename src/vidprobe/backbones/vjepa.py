@@ -73,7 +73,6 @@ from vidprobe.backbones.common import (
 )
 from vidprobe.backbones.loading import freeze
 from vidprobe.backbones.model_vjepa import VJEPAEncoder
-from vidprobe.nn.pos_embed import sincos_3d  # noqa: F401 (re-exported: tests/test_backbones_encoders.py imports it)
 
 CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/jepa/{name}/{name}.pth.tar"
 REFERENCE_HW = (480, 832)

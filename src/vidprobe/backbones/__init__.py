@@ -50,6 +50,14 @@ def family_modules(package: str = __name__, path=None) -> list[str]:
     return sorted(found, key=lambda name: (order[name], name))
 
 
+ENTRY_POINT_GROUP = "vidprobe.backbones"
+
+#: plugin entry point -> why it was skipped (filled by :func:`load_plugins`)
+PLUGIN_ERRORS: dict[str, str] = {}
+
+#: backbone name -> the distribution that registered it (filled by :func:`load_plugins`)
+PLUGIN_SOURCES: dict[str, str] = {}
+
 _loaded = False
 
 
@@ -61,6 +69,37 @@ def load_families() -> None:
     _loaded = True
     for name in family_modules():
         importlib.import_module(name).register_backbones()
+    load_plugins()
+
+
+def load_plugins(group: str = ENTRY_POINT_GROUP) -> list[str]:
+    """Call every installed plugin's registration hook; returns the names of the backbones they added."""
+    import importlib.metadata
+    import warnings
+
+    from vidprobe.backbones import base
+
+    added: list[str] = []
+    for ep in sorted(importlib.metadata.entry_points(group=group), key=lambda e: e.name):
+        label = f"{ep.name} = {ep.value}" + (f" (from {ep.dist.name})" if ep.dist is not None else "")
+        before = set(base._REGISTRY)
+        try:
+            hook = ep.load()
+            hook = getattr(hook, "register_backbones", hook)
+            if not callable(hook):
+                raise TypeError("the entry point names neither a function nor a module with register_backbones()")
+            hook()
+        except Exception as e:  # noqa: BLE001 - a broken plugin must not hide the others
+            for name in set(base._REGISTRY) - before:  # undo a half-done registration
+                del base._REGISTRY[name]
+            PLUGIN_ERRORS[label] = f"{type(e).__name__}: {e}"
+            warnings.warn(f"backbone plugin {label} skipped: {type(e).__name__}: {e}", stacklevel=2)
+            continue
+        new = sorted(set(base._REGISTRY) - before)
+        for name in new:
+            PLUGIN_SOURCES[name] = ep.dist.name if ep.dist is not None else ep.value
+        added += new
+    return added
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -13,6 +13,7 @@ COLUMNS = ("name", "family", "layers", "default", "input HxW", "frames", "frame 
 
 def backbone_rows(family: str | None = None) -> list[dict]:
     """One dict per registered backbone (sorted by family, then name)."""
+    from vidprobe.backbones import PLUGIN_SOURCES
     from vidprobe.backbones.base import registry
 
     rows = []
@@ -33,6 +34,7 @@ def backbone_rows(family: str | None = None) -> list[dict]:
             "extras": spec.extras or "-",
             "model_id": spec.model_id,
             "description": spec.description,
+            "source": f"plugin {PLUGIN_SOURCES[name]}" if name in PLUGIN_SOURCES else "vidprobe",
         })
     return sorted(rows, key=lambda r: (r["family"] == "control", r["family"], r["name"]))
 
@@ -55,7 +57,7 @@ def backbones(
 
     Layers are 1-based block outputs; `-1` (the default "last") is the model's
     final output after its final norm. Extras name the pip extra to install
-    (`pip install 'vidprobe[hf]'`).
+    (`pip install 'vidprobe\\[hf]'`).
     """
     rows = backbone_rows(family)
     if not rows:
@@ -63,5 +65,9 @@ def backbones(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    cols = COLUMNS + (("model_id", "description") if verbose else ())
+    cols = COLUMNS + (("model_id", "source", "description") if verbose else ())
     typer.echo(format_table(rows, cols))
+    from vidprobe.backbones import PLUGIN_ERRORS
+
+    for label, why in PLUGIN_ERRORS.items():
+        typer.echo(f"skipped backbone plugin {label}: {why}", err=True)

@@ -167,6 +167,16 @@ def unknown_options(name: str, kwargs: dict[str, Any]) -> list[str]:
     return [] if accepted is None else [k for k in kwargs if k not in accepted]
 
 
+def unknown_backbone_message(name: str, known: list[str]) -> str:
+    """``unknown backbone 'x' (did you mean 'y'?)``: the closest registered names (difflib), else the full list."""
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    if close:
+        return f"unknown backbone {name!r} (did you mean {' or '.join(repr(c) for c in close)}?); see `vidprobe backbones`"
+    return f"unknown backbone {name!r}; known: {', '.join(known) or '(none)'}"
+
+
 def get_backbone(name: str, **kwargs) -> Backbone:
     reg = registry()
     if name not in reg:

@@ -148,7 +148,9 @@ def backbone_entries(cfg: dict | SweepConfig) -> list[BackboneEntry]:
     for i, b in enumerate(g.backbones):
         where = f"grid.backbones[{i}]"
         if b.name not in reg:
-            raise SweepError(f"{where}: unknown backbone {b.name!r}; see `vidprobe backbones`", f"{where}.name")
+            from vidprobe.backbones.base import unknown_backbone_message
+
+            raise SweepError(f"{where}: {unknown_backbone_message(b.name, sorted(reg))}", f"{where}.name")
         spec = reg[b.name][0]
         layers = b.layers or g.layers or [spec.default_layer]
         for lay in layers:
@@ -222,6 +224,24 @@ def find_done(db, cfg: dict, cell: Cell, h: str) -> dict | None:
 
 # ----------------------------------------------------------------------------------------------
 # a video model fed one frame at a time
+
+
+class Labelled:
+    """A registered backbone recorded under another name (a grid entry's ``label``: the store manifest and the DB
+    then name it so, e.g. a model and its ``random_init`` twin). Built on the first call, like :class:`PerFrame`."""
+
+    def __init__(self, name: str, kwargs: dict | None = None, label: str | None = None):
+        from vidprobe.backbones.base import registry
+
+        base, self._factory = registry()[name]
+        self._kwargs = dict(kwargs or {})
+        self._inner = None
+        self.spec = replace(base, name=label or name)
+
+    def extract(self, video, layers, timesteps=(None,), clip=None):
+        if self._inner is None:
+            self._inner = self._factory(**self._kwargs)
+        return self._inner.extract(video, layers, timesteps, clip=clip)
 
 
 class PerFrame:
@@ -310,7 +330,8 @@ def run_sweep(cfg: dict, dry_run: bool = False, progress: bool = True, echo: Cal
             ts = sorted({c.timestep for c, _, _ in todo}, key=lambda x: (x is None, x))
             echo(f"[sweep] {e.label}: extracting layers {layers} x timesteps {ts} in one pass per video -> {feats}")
             try:
-                bb = PerFrame(e.name, e.kwargs, e.label) if e.per_frame else e.name
+                bb = (PerFrame(e.name, e.kwargs, e.label) if e.per_frame
+                      else Labelled(e.name, e.kwargs, e.label) if e.label != e.name else e.name)
                 es = extract_dataset(bb, cfg["dataset"], feats, layers, ts, backbone_kwargs=e.kwargs,
                                      num_frames=e.num_frames, progress=progress, **ext)
                 if es.skipped:

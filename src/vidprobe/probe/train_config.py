@@ -16,6 +16,7 @@ The run's ``config.yaml`` records the resolved values (:meth:`TrainConfig.to_dic
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ from vidprobe.data.sampling import METHODS
 from vidprobe.probe.config import COMPAT_MODES, KEEP, MODE_SETTINGS, ProbeConfig, ProbeSection
 from vidprobe.probe.losses import LossConfig, LossSection
 
-__all__ = ["FROM_MODE", "WARMUP_RULES", "ConfigError", "OptimConfig", "SamplerConfig", "TrainConfig", "load_config"]
+__all__ = ["FROM_MODE", "WARMUP_RULES", "ConfigError", "LoaderConfig", "OptimConfig", "SamplerConfig", "TrainConfig",
+           "load_config"]
 
 
 #: Default of a mode-dependent field: replaced by the mode's value when the TrainConfig is built.
@@ -59,12 +61,41 @@ class SamplerConfig:
 
 
 @dataclass
+class LoaderConfig:
+    """How batches reach the device (``torch.utils.data.DataLoader`` settings): they change speed, never the batches.
+
+    Samples stay in the store's dtype (fp16 / bf16) until :func:`vidprobe.probe.inputs.to_device` converts and
+    checks them on the device, so a worker only reads bytes and stacks them.
+    """
+
+    workers: int | None = None  # worker processes; None: min(4, CPUs - 1); 0: load in the training process
+    prefetch_factor: int = 2  # batches each worker loads ahead (workers > 0)
+    persistent_workers: bool = True  # keep the workers between passes (each evaluation reuses the eval loader's)
+    pin_memory: bool | None = None  # page-locked batches for non_blocking copies; None: when the device is CUDA
+
+    def num_workers(self) -> int:
+        """``workers``, or the default min(4, CPUs this process may use - 1)."""
+        if self.workers is not None:
+            return self.workers
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(0, min(4, cpus - 1))
+
+    def validate(self) -> None:
+        if self.workers is not None and not (isinstance(self.workers, int) and self.workers >= 0):
+            raise ConfigError(f"config field 'loader.workers': expected an integer >= 0 or null (auto), got "
+                              f"{self.workers!r}", "loader.workers")
+        if not (isinstance(self.prefetch_factor, int) and self.prefetch_factor >= 1):
+            raise ConfigError(f"config field 'loader.prefetch_factor': expected an integer >= 1, got "
+                              f"{self.prefetch_factor!r}", "loader.prefetch_factor")
+
+
+@dataclass
 class TrainConfig:
     """One probe training run (the reference protocol's settings are the defaults; ``compat`` picks the mode)."""
 
     features: str = ""  # feature store directory
     dataset: str = ""  # dataset with ground truth (native, CO3D or DL3DV)
-    layer: int = -1  # -1: the only layer in the store
+    layer: int | None = None  # None: the store's only layer; -1: the model's final output (Llast)
     timestep: int | None = None
     labels: str | None = None  # labels directory (ground truth from labels files)
     name: str = "probe"
@@ -75,6 +106,7 @@ class TrainConfig:
     loss: LossSection = field(default_factory=lambda: LossSection(None, "loss"))
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
     epochs: int = 75
     max_steps: int | None = None  # cap on total steps (for quick runs)
     batch_size: int = 10  # clips per process
@@ -156,6 +188,7 @@ class TrainConfig:
         for where, v in (("optim.decay_all", o.decay_all), ("drop_last", self.drop_last)):
             if not isinstance(v, bool):
                 raise ConfigError(f"config field {where!r}: expected true or false, got {v!r}", where)
+        self.loader.validate()
         self.probe_config(in_channels=1)
         self.loss_config()
 

@@ -39,14 +39,21 @@ def fx():
                            seeds=json.loads(meta["seeds"]), indices=json.loads(meta["indices"]))
 
 
-def check(ours: torch.Tensor, ref: torch.Tensor, what: str = "") -> None:
-    """Agreement to 1e-6 relative to the reference's scale (integers: exactly)."""
+def check(ours: torch.Tensor, ref: torch.Tensor, what: str = "", tol: float = 1e-6) -> None:
+    """Agreement to ``tol`` relative to the reference's scale (integers: exactly)."""
     assert tuple(ours.shape) == tuple(ref.shape), (what, tuple(ours.shape), tuple(ref.shape))
     if not ref.is_floating_point():
         assert torch.equal(ours.to(ref.dtype), ref), what
         return
     ours, ref = ours.detach().double(), ref.double()
-    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-6 * max(1.0, float(ref.abs().max())), msg=what)
+    torch.testing.assert_close(ours, ref, rtol=tol, atol=tol * max(1.0, float(ref.abs().max())), msg=what)
+
+
+#: outputs of the release's bf16 VAE: CPU bf16 kernels differ by instruction set (oneDNN takes AMX / AVX512-BF16
+#: where the CPU has them), so a fixture written on one CPU is met on another to bf16 precision, not to 1e-6
+#: (measured: 5.2e-3 at most on a scale of 3.76, 1.4e-3 of it, on an AMX Xeon against the fixture; bf16 unit roundoff 3.9e-3).
+#: The perturbation test below shows a 1% change of the largest value is still caught at this tolerance.
+BF16_TOL = 4e-3
 
 
 def randn(shape, seed):
@@ -247,7 +254,7 @@ def test_aether_reconstruction_matches_release_end_to_end(fx, monkeypatch):
     assert bb.clips(meta["frames"]) == [list(range(meta["frames"]))]
     (cl,) = bb.encode(video)
     assert not queue and bb.recon_calls == meta["steps"] == 4  # every draw of the release consumed, in order
-    check(cl.cond["geometry"].float(), fx.t["current/recon/geometry"], "geometry latents")
+    check(cl.cond["geometry"].float(), fx.t["current/recon/geometry"], "geometry latents", tol=BF16_TOL)
     cos, sin = bb.rope(4, 6, 5)
     check(cos, fx.t["current/recon/rope_cos"], "rope cos (fps 8)")
     check(sin, fx.t["current/recon/rope_sin"], "rope sin (fps 8)")
@@ -277,10 +284,12 @@ def test_comparison_fails_on_a_perturbed_reference(fx, key):
     bad = ref.clone()
     flat = bad.view(-1)
     j = int(flat.abs().argmax())
-    flat[j] = flat[j] * (1 + 1e-3) + (1e-3 if flat[j] == 0 else 0)
-    check(ref, ref, key)
+    tol = BF16_TOL if key == "current/recon/geometry" else 1e-6
+    step = 1e-2 if key == "current/recon/geometry" else 1e-3
+    flat[j] = flat[j] * (1 + step) + (step if flat[j] == 0 else 0)
+    check(ref, ref, key, tol=tol)
     with pytest.raises(AssertionError):
-        check(ref, bad, key)
+        check(ref, bad, key, tol=tol)
 
 
 def test_fixture_records_its_provenance(fx):

@@ -19,6 +19,7 @@ from vidprobe.pipeline.sweep import (
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SWEEPS = sorted((CONFIGS / "paper").glob("*.yaml")) + sorted((CONFIGS / "studies").glob("*.yaml")) + [CONFIGS / "demo_sweep.yaml"]
+SWEEPS += sorted((CONFIGS / "new").glob("*.yaml"))  # models added after the paper (tests/test_new_families.py)
 # Table 1 rows (plus WAN 1.3B for the scaling study): (registered name, reference layer, timestep, input H, W)
 PAPER = {
     "wan2.1-t2v-1.3b": (21, 749, (480, 832)),

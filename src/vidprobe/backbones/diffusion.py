@@ -181,7 +181,7 @@ class DiffusionBackbone:
         self.spec = spec
         self.transformer = transformer
         self.vae = vae
-        self.scheduler = prepared_scheduler(scheduler)
+        self.scheduler = scheduler  # its timesteps are set at the end (set_schedule may read the settings below)
         self.text_embeds = text_embeds.detach().cpu()
         m = self.size_multiple
         h, w = input_hw
@@ -207,6 +207,7 @@ class DiffusionBackbone:
         # marks fp32 in fp32); here the parts only move
         self.transformer.to(device=device).eval().requires_grad_(False)
         self.vae.to(device="cpu" if offload else device).eval().requires_grad_(False)
+        self.set_schedule(self.scheduler, NUM_INFERENCE_STEPS)
 
     # ---------------------------------------------------------------- family
     @property
@@ -231,6 +232,15 @@ class DiffusionBackbone:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents (as returned by ``encode_clip``) -> frames ``[L,3,H,W]`` in [0,1] (family)."""
         raise NotImplementedError
+
+    def set_schedule(self, scheduler: Any, num_steps: int) -> Any:
+        """``scheduler``'s timesteps for ``num_steps`` steps, as the family's pipeline sets them (default: the
+        scheduler's own spacing, :func:`prepared_scheduler`; a family whose pipeline passes its own sigmas overrides)."""
+        return prepared_scheduler(scheduler, num_steps)
+
+    def blocks_for(self, choice: TimestepChoice) -> Sequence[torch.nn.Module]:
+        """The blocks the denoiser runs at ``choice`` (default :attr:`blocks`; a two-expert model picks by timestep)."""
+        return self.blocks
 
     # ---------------------------------------------------------------- shared
     @property
@@ -323,7 +333,7 @@ class DiffusionBackbone:
                 noisy = self.noised(cl, choice, k)
                 self.forward_calls += 1
                 with self.amp():
-                    toks = run_tapped(self.blocks, resolved, lambda: self.denoiser_forward(noisy, choice, cl))
+                    toks = run_tapped(self.blocks_for(choice), resolved, lambda: self.denoiser_forward(noisy, choice, cl))
                 for req, tok in toks.items():
                     parts.setdefault((req, choice.requested), []).append(tokens_to_grid(tok, *cl.grid).float().cpu())
         fi = self.frame_index(T)
@@ -371,7 +381,7 @@ def denoise_check(
     check_video(video, bb.spec.name)
     cl = bb.encode(video)[0]
     sched = copy.deepcopy(bb.scheduler)
-    sched.set_timesteps(steps, device="cpu")
+    bb.set_schedule(sched, steps)
     n_train = int(sched.config.num_train_timesteps)
     ts = [t for t in sched.timesteps if float(t) / n_train <= start_tau + 1e-6] or [sched.timesteps[-1]]
     if hasattr(sched, "set_begin_index"):

@@ -31,10 +31,11 @@ class DiffusionParts:
 
 
 def make_diffusion(ctx: Any, cls: type, tiny: Callable[[], DiffusionParts], pretrained: Callable[[], DiffusionParts],
-                   **adapter_kw) -> Any:
+                   tiny_hw: tuple[int, int] = TINY_HW, **adapter_kw) -> Any:
     """``cls`` (a DiffusionBackbone) around ``tiny()`` (seeded with ``ctx.seed``) or ``pretrained()`` parts.
 
-    ``ctx`` is the :class:`vidprobe.backbones.builder.BuildContext`; ``adapter_kw`` are the family's own settings.
+    ``ctx`` is the :class:`vidprobe.backbones.builder.BuildContext`; ``adapter_kw`` are the family's own settings;
+    ``tiny_hw`` is a tiny model's input size when none is given (a multiple of the family's VAE x patch).
     """
     if ctx.tiny:
         with ctx.seeded():
@@ -42,7 +43,7 @@ def make_diffusion(ctx: Any, cls: type, tiny: Callable[[], DiffusionParts], pret
     else:
         parts = pretrained()
     return cls(
-        ctx.spec, parts.transformer, parts.vae, parts.scheduler, parts.text_embeds, ctx.input_hw(TINY_HW), ctx.device,
+        ctx.spec, parts.transformer, parts.vae, parts.scheduler, parts.text_embeds, ctx.input_hw(tiny_hw), ctx.device,
         ctx.dtype, seed=ctx.seed, offload=ctx.options.offload, model_id=ctx.loaded_id, revision=ctx.options.revision,
         resize=ctx.options.resize, **parts.extra, **adapter_kw,
     )

@@ -10,11 +10,19 @@ Usage::
 block, ``blocks[19]``); layer 0 would be the block input and is not tapped
 here. The forward is aborted by an exception raised from the hook of the
 deepest requested block, so no later block runs.
+
+Inside :func:`tap_submodule` (``vidprobe extract --tap PATH``) each layer reads
+the output of a submodule of its block instead (``blocks[19].attn1``), through
+the same hooks, so every adapter that reads its layers here supports taps with
+no code of its own; the adapter turns the tapped tokens into maps exactly as
+it turns a block's.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import contextlib
+from contextvars import ContextVar
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -22,6 +30,48 @@ from torch import nn
 
 class _StopForward(Exception):
     pass
+
+
+class TapError(ValueError):
+    """A ``--tap`` that cannot be read: no such submodule in a block, or a backbone that does not read its
+    layers through block hooks."""
+
+
+#: the submodule (a dotted path inside each block) whose output every :class:`BlockTap` reads instead of the
+#: block's own, and how many blocks it was read from (set by :func:`tap_submodule`; None: the blocks' outputs)
+_SUBMODULE: ContextVar[tuple[str, list[int]] | None] = ContextVar("vidprobe_tap", default=None)
+
+
+@contextlib.contextmanager
+def tap_submodule(path: str | None) -> Iterator[list[int]]:
+    """``with tap_submodule("attn1") as used:`` -- layer ``L`` reads ``blocks[L-1].attn1``'s output, not the block's.
+
+    ``used`` collects the layers read through a tap, so a caller can tell a backbone that never hooks its blocks
+    (the tap would be silently ignored) from one that did. ``None`` is a no-op.
+    """
+    used: list[int] = []
+    if not path:
+        yield used
+        return
+    token = _SUBMODULE.set((path, used))
+    try:
+        yield used
+    finally:
+        _SUBMODULE.reset(token)
+
+
+def tapped_module(block: nn.Module, path: str, layer: int) -> nn.Module:
+    """``block.get_submodule(path)``, or a :class:`TapError` naming the block's submodules (and the closest)."""
+    try:
+        return block.get_submodule(path)
+    except AttributeError:
+        import difflib
+
+        names = [n for n, _ in block.named_modules() if n]
+        close = difflib.get_close_matches(path, names, n=3, cutoff=0.5)
+        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+        raise TapError(f"--tap {path!r}: block {layer} ({type(block).__name__}) has no submodule {path!r}{hint}; "
+                       f"its submodules: {', '.join(names[:40])}{' ...' if len(names) > 40 else ''}") from None
 
 
 class BlockTap:
@@ -48,8 +98,12 @@ class BlockTap:
 
     def __enter__(self) -> "BlockTap":
         deepest = self.layers[-1]
+        tap = _SUBMODULE.get()
         for layer in self.layers:
             block = self.blocks[layer - 1]
+            if tap is not None:
+                block = tapped_module(block, tap[0], layer)
+                tap[1].append(layer)
 
             def hook(_mod, _inp, out, layer=layer):
                 self.outputs[layer] = self.take(out).detach()

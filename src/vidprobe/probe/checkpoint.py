@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from vidprobe.atomic import atomic_write_text
+from vidprobe.atomic import atomic_write_text, current_umask
 from vidprobe.probe.train_config import TrainConfig
 
 __all__ = ["CheckpointError", "find_checkpoint", "load_tensors", "optimizer_from_tensors", "optimizer_to_tensors", "read_pointer", "restore_checkpoint",
@@ -108,6 +108,9 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, opt, sched, step: int
             "config": cfg.to_dict(),
         }
         (tmp / "state.json").write_text(json.dumps(state, default=str))
+        mode = 0o666 & ~current_umask()
+        for f in tmp.iterdir():  # safetensors writes its files 0600: give them the umask's mode, like atomic writes
+            os.chmod(f, mode)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # e.g. disk full: leave nothing behind
         raise

@@ -24,11 +24,12 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from vidprobe.atomic import current_umask
 from vidprobe.results.schema import (
     AGGREGATE,
     CELL_FIELDS,
@@ -111,8 +112,12 @@ class ResultsDB:
         if self.path.exists() and self.path.is_dir():
             raise ResultsDBError(f"{self.path}: is a directory, expected a results database file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
         try:
             self._con = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+            if created:  # SQLite creates it 0644 whatever the umask; its -wal/-shm files copy this mode
+                with suppress(OSError):
+                    os.chmod(self.path, 0o666 & ~current_umask())
             self._con.row_factory = sqlite3.Row
             self._con.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             self._con.execute("PRAGMA foreign_keys = ON")

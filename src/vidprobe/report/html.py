@@ -14,12 +14,15 @@ small samples and untrained heads, and a notice computed from the data says
 when any row is not a pretrained model), a layer x timestep heat map when a
 backbone has several cells, a radar chart across metrics, training curves,
 per-clip error histograms, feature consistency vs probe error (only when
-consistency runs exist), and for a few saved evaluation clips per run: input
+consistency runs exist), an interactive 3D viewer of the saved evaluation
+clips (:mod:`vidprobe.report.viewer3d`: GT and Sim(3)-aligned predicted points
+and cameras, one camera shared by the runs' scenes, depth maps on one colour
+scale), and for a few saved evaluation clips per run: input
 frames with GT / predicted depth and confidence, point clouds with camera
 frusta as PNG renders plus PLY and GLB files beside the page.
 
-The HTML embeds every image as a base64 PNG: it needs no other file and no
-network. The Markdown links the same PNGs under ``figures/``.
+The HTML embeds every image as a base64 PNG and plotly.js once (only when the
+viewer has a clip to show): it needs no other file and no network. The Markdown links the same PNGs under ``figures/``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from vidprobe.report.plots import run_label
 from vidprobe.report.provenance import MIN_CLIPS, n_clips, pick_seeds, untrained_notes, weights_notice, weights_of_run
 from vidprobe.report.published import PUBLISHED, dataset_kind, published_row
 from vidprobe.report.published_check import pub_cell, published_section, verdict_note, verdicts
+from vidprobe.report.viewer3d import viewer_section
 
 TABLE = [METRICS[m] for m in BENCHMARK_METRICS]  # the published layout's columns, at its scale (Point Err x10)
 DATASET_NAMES = {"co3d": "CO3Dv2", "dl3dv": "DL3DV"}
@@ -367,6 +371,49 @@ def reproduction_section(runs: list[dict]) -> tuple[list[str], list[str]]:
     return H, M
 
 
+def _clips_section(runs: list[dict], out_dir: Path, fig_dir: Path, clips_per_run: int, runs_root) -> tuple:
+    """HTML and Markdown lines of the static clip renders, and the ``(run label, clip file)`` pairs shown."""
+    H = ["<h2>What the probe sees</h2><p>Saved evaluation clips: input frames with ground-truth and predicted "
+         "depth and confidence; point clouds with camera frusta (PLY and GLB files beside this page open in "
+         "any point-cloud / glTF viewer).</p>"]
+    M, items = ["## What the probe sees", ""], []
+    shown = missing = 0
+    for r in runs:
+        rd = run_dir_of(r, runs_root)
+        if rd is None:
+            missing += 1
+            continue
+        clips_dir = rd / f"eval_{r.get('checkpoint_kind') or 'last'}" / "clips"
+        for cf in sorted(clips_dir.glob("*.safetensors"))[:clips_per_run]:
+            items.append((run_label(r), cf))
+            tag = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{r.get('name') or r.get('backbone')}_{cf.stem}")
+            try:
+                parts, files = clip_figures(cf, out_dir / "clouds", tag)
+            except Exception as e:  # noqa: BLE001 - a broken clip file must not kill the report
+                H.append(f"<p>{html.escape(str(cf))}: could not render ({html.escape(type(e).__name__)}: {html.escape(str(e))})</p>")
+                M += [f"{cf}: could not render ({type(e).__name__}: {e})", ""]
+                continue
+            shown += 1
+            rel = {k: v.relative_to(out_dir).as_posix() for k, v in files.items()}
+            H.append(f"<h3>{html.escape(run_label(r))}: {html.escape(cf.stem)}</h3>")
+            H.append("<p>3D files: " + ", ".join(f"<code>{html.escape(v)}</code>" for v in rel.values()) + "</p>")
+            M += [f"### {run_label(r)}: {cf.stem}", "", "3D files: " + ", ".join(f"`{v}`" for v in rel.values()), ""]
+            for name, b64 in parts:
+                H.append(f"<h4>{html.escape(name)}</h4><img alt='{html.escape(name)}' src='data:image/png;base64,{b64}'>")
+                fn = f"{tag}_{'panel' if 'depth' in name else 'cloud'}.png"
+                atomic_write_bytes(fig_dir / fn, base64.b64decode(b64), fsync=False)
+                M += [f"![{name}](figures/{fn})", ""]
+    if missing:
+        msg = (f"{missing} run(s) have no run directory here (moved or deleted); pass --runs-root to point at "
+               "where the run directories are now.")
+        H.append(f"<p>{html.escape(msg)}</p>")
+        M += [msg, ""]
+    if not shown:
+        H.append("<p>No saved evaluation clips found.</p>")
+        M += ["No saved evaluation clips found.", ""]
+    return H, M, items
+
+
 def write_report(db_path: str | Path, out_dir: str | Path, notice: str | None = None, split: str = "test",
                  clips_per_run: int = 1, title: str = "vidprobe report",
                  runs_root: str | Path | None = None) -> dict[str, Path]:
@@ -440,43 +487,9 @@ def write_report(db_path: str | Path, out_dir: str | Path, notice: str | None = 
         atomic_write_bytes(fig_dir / fn, base64.b64decode(b64), fsync=False)
         M += [f"## {name}", "", f"![{name}](figures/{fn})", ""]
 
-    H.append("<h2>What the probe sees</h2><p>Saved evaluation clips: input frames with ground-truth and predicted "
-             "depth and confidence; point clouds with camera frusta (PLY and GLB files beside this page open in "
-             "any point-cloud / glTF viewer).</p>")
-    M += ["## What the probe sees", ""]
-    shown = missing = 0
-    for r in runs:
-        rd = run_dir_of(r, runs_root)
-        if rd is None:
-            missing += 1
-            continue
-        clips_dir = rd / f"eval_{r.get('checkpoint_kind') or 'last'}" / "clips"
-        for cf in sorted(clips_dir.glob("*.safetensors"))[:clips_per_run]:
-            tag = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{r.get('name') or r.get('backbone')}_{cf.stem}")
-            try:
-                parts, files = clip_figures(cf, out_dir / "clouds", tag)
-            except Exception as e:  # noqa: BLE001 - a broken clip file must not kill the report
-                H.append(f"<p>{html.escape(str(cf))}: could not render ({html.escape(type(e).__name__)}: {html.escape(str(e))})</p>")
-                M += [f"{cf}: could not render ({type(e).__name__}: {e})", ""]
-                continue
-            shown += 1
-            rel = {k: v.relative_to(out_dir).as_posix() for k, v in files.items()}
-            H.append(f"<h3>{html.escape(run_label(r))}: {html.escape(cf.stem)}</h3>")
-            H.append("<p>3D files: " + ", ".join(f"<code>{html.escape(v)}</code>" for v in rel.values()) + "</p>")
-            M += [f"### {run_label(r)}: {cf.stem}", "", "3D files: " + ", ".join(f"`{v}`" for v in rel.values()), ""]
-            for name, b64 in parts:
-                H.append(f"<h4>{html.escape(name)}</h4><img alt='{html.escape(name)}' src='data:image/png;base64,{b64}'>")
-                fn = f"{tag}_{'panel' if 'depth' in name else 'cloud'}.png"
-                atomic_write_bytes(fig_dir / fn, base64.b64decode(b64), fsync=False)
-                M += [f"![{name}](figures/{fn})", ""]
-    if missing:
-        msg = (f"{missing} run(s) have no run directory here (moved or deleted); pass --runs-root to point at "
-               "where the run directories are now.")
-        H.append(f"<p>{html.escape(msg)}</p>")
-        M += [msg, ""]
-    if not shown:
-        H.append("<p>No saved evaluation clips found.</p>")
-        M += ["No saved evaluation clips found.", ""]
+    ch, cm, items = _clips_section(runs, out_dir, fig_dir, clips_per_run, runs_root)
+    vh, vm = viewer_section(items)  # the same clips, interactive (vidprobe.report.viewer3d)
+    H, M = H + vh + ch, M + vm + cm
     H.append("</body></html>")
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
     atomic_write_text(html_path, "\n".join(H))

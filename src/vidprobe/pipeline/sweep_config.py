@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vidprobe.config import UNSET, ConfigError, Overrides, choices, load
+from vidprobe.pipeline.launcher_config import LauncherConfig
 from vidprobe.probe.config import COMPAT_MODES, PRESETS, ProbeSection
 from vidprobe.probe.train_config import TrainConfig
 
@@ -101,6 +102,7 @@ class SweepConfig:
     extract: ExtractConfig | None = None
     train: TrainBase | None = None
     consistency: ConsistencyConfig | bool | None = None
+    launcher: LauncherConfig | None = None  # how `--launcher` submits the cells (pipeline/launcher_config.py)
 
 
 def parse_sweep(cfg: Mapping, where: str = "sweep config") -> SweepConfig:
@@ -115,6 +117,11 @@ def parse_sweep(cfg: Mapping, where: str = "sweep config") -> SweepConfig:
     for req in ("dataset", "out"):
         if not getattr(sc, req):
             raise bad(f"field '{req}' is required", req)
+    try:
+        if sc.launcher is not None:
+            sc.launcher.validate()
+    except ConfigError as e:
+        raise bad(str(e), e.path) from None
     if not sc.grid.backbones:
         raise bad("grid.backbones must list at least one backbone", "grid.backbones")
     for i, p in enumerate(sc.grid.presets or []):

@@ -15,8 +15,8 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "vidprobe"
 TRANSITIONAL: set[str] = set()  # library files allowed to register on the root app while moving (none left)
-COMMANDS = ["version", "extract", "preview", "backbones", "label", "check-backbone", "train", "evaluate", "report",
-            "demo", "sweep", "consistency", "prepare"]  # the flow order `vidprobe --help` has always listed
+COMMANDS = ["version", "extract", "compress", "preview", "backbones", "label", "check-backbone", "train", "evaluate",
+            "report", "demo", "run", "plan", "sweep", "consistency", "compress-check", "prepare"]  # the flow order `vidprobe --help` has always listed
 
 
 def _is_cli(module: str) -> bool:

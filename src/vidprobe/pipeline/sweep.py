@@ -207,8 +207,12 @@ def cell_train_config(cfg: dict, cell: Cell):
     return tc, h
 
 
+#: training fields that never change what a run computes (where and how fast it loads), left out of its hashes
+NEUTRAL_TRAIN_FIELDS = ("out", "name", "loader")
+
+
 def train_hash(train_dict: dict, compat: str) -> str:
-    d = {k: v for k, v in train_dict.items() if k not in ("out", "name")}
+    d = {k: v for k, v in train_dict.items() if k not in NEUTRAL_TRAIN_FIELDS}
     return _short_hash({"train": d, "compat": compat}, 64)
 
 
@@ -427,7 +431,7 @@ def sweep_table(db_path: str | Path, metrics=DEFAULT_METRICS, confidence: float 
 
 def _setting_hash(config: dict) -> str:
     """What makes runs seeds of one setting: their training config without seed, name and run dir, plus the metric mode."""
-    train = {k: v for k, v in (config.get("train") or {}).items() if k not in ("seed", "name", "out")}
+    train = {k: v for k, v in (config.get("train") or {}).items() if k not in ("seed", *NEUTRAL_TRAIN_FIELDS)}
     return _short_hash({"train": train, "compat": (config.get("eval") or {}).get("compat", "clean")})
 
 

@@ -1,5 +1,6 @@
 """The log of a training run: ``log.jsonl`` + ``log.csv`` (one row per step or event), TensorBoard / W&B
-when asked; written on rank 0 only. On resume the rows after the checkpoint are dropped (they are redone)."""
+when asked; written on rank 0 only. On resume the rows after the checkpoint are dropped (they are redone).
+:class:`DataWait` measures how much of each step waited on the loader (the run's ``train_summary`` row)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from vidprobe.atomic import atomic_write_text
 from vidprobe.probe.train_config import TrainConfig
 
-__all__ = ["RunLogger", "truncate_logs"]
+__all__ = ["DataWait", "RunLogger", "truncate_logs"]
 
 
 class RunLogger:
@@ -69,6 +70,44 @@ class RunLogger:
             self.tb.close()
         if self.wb is not None:
             self.wb.finish()
+
+
+class DataWait:
+    """Time blocked waiting for the next batch against the whole step time, summed over the steps of a run.
+
+    A step is timed from asking the loader for its batch to the loss read back (which waits for the device),
+    so ``fraction`` = wait / step time is the share of training the loader held up. The first step is kept
+    apart (``first_wait_s``): it also starts the workers and fills the prefetch queue.
+    """
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.wait_s = 0.0
+        self.step_s = 0.0
+        self.first_wait_s: float | None = None
+
+    def add(self, wait_s: float, step_s: float) -> None:
+        if self.first_wait_s is None:
+            self.first_wait_s = wait_s
+            return
+        self.steps += 1
+        self.wait_s += wait_s
+        self.step_s += step_s
+
+    @property
+    def fraction(self) -> float | None:
+        """Time blocked on data / step time over the steps after the first (None before the second step)."""
+        return min(1.0, self.wait_s / self.step_s) if self.step_s > 0 else None
+
+    def percent(self) -> str:
+        f = self.fraction
+        return "-" if f is None else f"{100 * f:.0f}%"
+
+    def summary(self, step: int) -> dict:
+        """The run's ``train_summary`` log row."""
+        return {"step": step, "event": "train_summary", "timed_steps": self.steps, "data_wait_s": round(self.wait_s, 6),
+                "step_time_s": round(self.step_s, 6), "data_wait_fraction": self.fraction,
+                "first_step_wait_s": self.first_wait_s}
 
 
 def truncate_logs(run_dir: Path, step: int) -> None:

@@ -12,6 +12,12 @@ Multi-GPU: run under ``torchrun``; each rank takes its slice of every global bat
 gradients (gloo on CPU, NCCL on GPU; :mod:`~vidprobe.probe.distributed`). The learning rate follows
 :mod:`~vidprobe.probe.schedule`.
 
+Input: a DataLoader (``loader:`` settings, :class:`~vidprobe.probe.train_config.LoaderConfig`: workers, prefetch,
+pinned memory) yields batches in the store's dtype; :func:`~vidprobe.probe.inputs.to_device` makes them fp32 and
+checks them on the device. Each step row logs ``data_wait`` (seconds blocked on the loader) and the run ends with
+a ``train_summary`` row: ``data_wait_fraction`` = time blocked on the loader / step time
+(:class:`~vidprobe.probe.run_log.DataWait`).
+
 This module also re-exports the names other modules import from ``vidprobe.probe.train``.
 """
 
@@ -31,6 +37,7 @@ from tqdm.auto import tqdm
 
 from vidprobe.atomic import atomic_write_text
 from vidprobe.config import ConfigError, set_by_path
+from vidprobe.data.fingerprint import DataMismatchError
 from vidprobe.data.sampling import FrameSampler
 from vidprobe.probe.checkpoint import (
     find_checkpoint,
@@ -41,15 +48,16 @@ from vidprobe.probe.checkpoint import (
     save_checkpoint,
     update_best,
 )
-from vidprobe.probe.data import ProbeDataset, collate
+from vidprobe.probe.data import NO_FEATURES, EvalBatches, ProbeDataset, StepBatches, batches, make_loader
 from vidprobe.probe.distributed import Dist, barrier, init_distributed, resolve_device
 from vidprobe.probe.inputs import autocast_ctx, build_probe, dataset_hw, open_inputs, to_device
 from vidprobe.probe.losses import LossConfig, NonFiniteLossError, probe_loss
-from vidprobe.probe.run_log import RunLogger, truncate_logs
+from vidprobe.probe.run_log import DataWait, RunLogger, truncate_logs
 from vidprobe.probe.schedule import build_optimizer, lr_lambda, lr_schedule, steps_in_epoch, warmup_steps
 from vidprobe.probe.train_config import (
     FROM_MODE,
     WARMUP_RULES,
+    LoaderConfig,
     OptimConfig,
     SamplerConfig,
     TrainConfig,
@@ -57,8 +65,8 @@ from vidprobe.probe.train_config import (
 )
 
 __all__ = [
-    "FROM_MODE", "WARMUP_RULES", "ConfigError", "Dist", "OptimConfig", "RunLogger", "SamplerConfig", "TrainConfig",
-    "TrainResult", "autocast_ctx", "build_optimizer", "build_probe", "dataset_hw", "evaluate_loss", "find_checkpoint",
+    "FROM_MODE", "WARMUP_RULES", "ConfigError", "Dist", "LoaderConfig", "OptimConfig", "RunLogger", "SamplerConfig",
+    "TrainConfig", "TrainResult", "autocast_ctx", "build_optimizer", "build_probe", "dataset_hw", "evaluate_loss", "find_checkpoint",
     "init_distributed", "load_config", "lr_lambda", "lr_schedule", "open_inputs", "optimizer_from_tensors",
     "optimizer_to_tensors", "resolve_device", "save_checkpoint", "set_by_path", "steps_in_epoch", "to_device", "train",
     "warmup_steps",
@@ -75,6 +83,8 @@ class TrainResult:
     eval_loss: float | None
     model: Any = None  # the trained nn.Module (unwrapped; on its training device)
     already_finished: bool = False  # resumed a run whose last checkpoint is at the final step: nothing was trained
+    data_wait_fraction: float | None = None  # time blocked on the loader / step time (after the first step)
+    skipped: dict[str, str] | None = None  # video -> why it was left out (split videos without features)
 
 
 @dataclass
@@ -98,18 +108,20 @@ class _Run:
     step: int
     resumed: bool
     info: dict  # run.json
+    eval_loader: Any = None  # the evaluation DataLoader (built on first use; its workers persist between passes)
 
     def loss(self, pred: dict, gt: dict):
         return probe_loss(pred, gt, tuple(self.out_hw), self.loss_cfg)
 
 
-def evaluate_loss(model, ds: ProbeDataset, loss_fn, device, precision: str, batch_size: int) -> float:
-    """Mean loss over ``ds`` (its fixed evaluation frames), in eval mode."""
+def evaluate_loss(model, loader, loss_fn, device, precision: str) -> float:
+    """Mean loss over the batches of ``loader`` (collated CPU batches, e.g. :class:`EvalBatches` of a dataset's
+    fixed evaluation frames), in eval mode."""
     model.eval()
     tot, n = 0.0, 0
     with torch.no_grad():
-        for i in range(0, len(ds), batch_size):
-            batch = to_device(collate([ds.get(j, None) for j in range(i, min(len(ds), i + batch_size))]), device)
+        for cpu_batch in batches(loader):
+            batch = to_device(cpu_batch, device)
             with autocast_ctx(device, precision):
                 pred = model(batch["features"])
             loss, _ = loss_fn(pred, batch["gt"])
@@ -119,7 +131,7 @@ def evaluate_loss(model, ds: ProbeDataset, loss_fn, device, precision: str, batc
     return tot / max(1, n)
 
 
-def _setup(cfg: TrainConfig, resume: bool) -> _Run:
+def _setup(cfg: TrainConfig, resume: bool, allow_data_mismatch: bool = False) -> _Run:
     """Device, process group, seeds, data, probe, loss, optimiser and schedule; the checkpoint on resume."""
     device = resolve_device(cfg.device)
     dist = init_distributed(device)
@@ -142,9 +154,13 @@ def _setup(cfg: TrainConfig, resume: bool) -> _Run:
     sampler = FrameSampler(**asdict(cfg.sampler))
     train_ids = dataset.videos(cfg.train_split)
     out_hw = cfg.out_hw or dataset_hw(dataset, train_ids[0])
-    train_ds = ProbeDataset(store, layer, timestep, dataset, cfg.train_split, sampler, out_hw, seed=cfg.seed)
+    train_ds = ProbeDataset(store, layer, timestep, dataset, cfg.train_split, sampler, out_hw, seed=cfg.seed,
+                            allow_data_mismatch=allow_data_mismatch)
     try:
-        eval_ds = ProbeDataset(store, layer, timestep, dataset, cfg.eval_split, sampler, out_hw, seed=cfg.seed)
+        eval_ds = ProbeDataset(store, layer, timestep, dataset, cfg.eval_split, sampler, out_hw, seed=cfg.seed,
+                               allow_data_mismatch=allow_data_mismatch)
+    except DataMismatchError:
+        raise
     except ValueError:
         eval_ds = None
     in_channels = train_ds.get(0, 0).features.shape[-1]
@@ -183,6 +199,7 @@ def _setup(cfg: TrainConfig, resume: bool) -> _Run:
         "steps_per_epoch": steps_per_epoch,
         "total_steps": total,
         "world_size": dist.world,
+        "loader": {**asdict(cfg.loader), "workers": cfg.loader.num_workers()},
     }
     return _Run(cfg, device, dist, run_dir, train_ds, eval_ds, model, ddp_model, loss_cfg, tuple(out_hw), opt, sched,
                 steps_per_epoch, total, step, last is not None, info)
@@ -195,19 +212,19 @@ def _write_run_files(run: _Run) -> None:
         atomic_write_text(run.run_dir / "run.json", json.dumps(run.info, indent=1, default=str))
 
 
-def _batch(run: _Run, epoch: int, perms: dict[int, list[int]]) -> dict:
-    """This rank's slice of the global batch of step ``run.step`` (a seeded permutation per epoch)."""
-    cfg, n = run.cfg, len(run.train_ds)
-    if epoch not in perms:
-        g = torch.Generator().manual_seed(cfg.seed * 1000003 + epoch)
-        perms.clear()
-        perms[epoch] = torch.randperm(n, generator=g).tolist()
-    perm = perms[epoch]
-    k = run.step % run.steps_per_epoch
-    global_batch = cfg.batch_size * run.dist.world
-    gidx = [perm[(k * global_batch + j) % len(perm)] for j in range(global_batch)]
-    local = gidx[run.dist.rank * cfg.batch_size : (run.dist.rank + 1) * cfg.batch_size]
-    return to_device(collate([run.train_ds.get(i, epoch) for i in local]), run.device)
+def _train_loader(run: _Run, end: int):
+    """This rank's batches of steps ``run.step .. end-1`` (:class:`StepBatches`), through the run's DataLoader."""
+    cfg = run.cfg
+    keys = StepBatches(len(run.train_ds), cfg.batch_size, run.steps_per_epoch, cfg.seed, run.step, end,
+                       run.dist.world, run.dist.rank)
+    return make_loader(run.train_ds, keys, cfg.loader, run.device, cfg.seed)
+
+
+def _eval_loader(run: _Run):
+    if run.eval_loader is None:
+        keys = EvalBatches(len(run.eval_ds), run.cfg.batch_size)
+        run.eval_loader = make_loader(run.eval_ds, keys, run.cfg.loader, run.device, run.cfg.seed)
+    return run.eval_loader
 
 
 def _optimise(run: _Run, batch: dict, logger: RunLogger):
@@ -243,7 +260,7 @@ def _evaluate_and_checkpoint(run: _Run, epoch: int, logger: RunLogger, best_eval
         step == run.total or (epoch_end and cfg.eval_every_epochs and epochs_done % cfg.eval_every_epochs == 0)
     )
     if want_eval and run.dist.main:
-        ev = evaluate_loss(run.model, run.eval_ds, run.loss, run.device, cfg.precision, cfg.batch_size)
+        ev = evaluate_loss(run.model, _eval_loader(run), run.loss, run.device, cfg.precision)
         logger.log({"step": step, "epoch": epoch, "eval_loss": ev})
         if best_eval is None or ev < best_eval:
             best_eval = ev
@@ -254,9 +271,11 @@ def _evaluate_and_checkpoint(run: _Run, epoch: int, logger: RunLogger, best_eval
     return best_eval
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_after_steps: int | None = None) -> TrainResult:
-    """Train a probe. ``stop_after_steps`` ends the process's loop early (used to simulate a crash in tests)."""
-    run = _setup(cfg, resume)
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_after_steps: int | None = None,
+          allow_data_mismatch: bool = False) -> TrainResult:
+    """Train a probe. ``stop_after_steps`` ends the process's loop early (used to simulate a crash in tests);
+    ``allow_data_mismatch`` uses features whose data fingerprints differ from the dataset (with a warning)."""
+    run = _setup(cfg, resume, allow_data_mismatch)
     if run.resumed and run.step >= run.total:  # nothing left to do: say so instead of a loss of no step
         prev_best = read_pointer(run.run_dir / "checkpoints" / "best.json")
         return TrainResult(run_dir=run.run_dir, steps=run.step, last_checkpoint=find_checkpoint(run.run_dir, "last"),
@@ -273,24 +292,31 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     if run.resumed:  # the best so far survives a restart
         prev_best = read_pointer(run.run_dir / "checkpoints" / "best.json")
         best_eval = prev_best.get("eval_loss") if prev_best else None
-    perms: dict[int, list[int]] = {}
     end = run.total if stop_after_steps is None else min(run.total, run.step + stop_after_steps)
+    loader_iter = batches(_train_loader(run, end))
+    wait = DataWait()
     t0 = time.time()
     while run.step < end:
         epoch = run.step // run.steps_per_epoch
-        loss, terms, gnorm = _optimise(run, _batch(run, epoch, perms), logger)
+        t_step = time.perf_counter()
+        cpu_batch = next(loader_iter)
+        waited = time.perf_counter() - t_step
+        loss, terms, gnorm = _optimise(run, to_device(cpu_batch, run.device), logger)
         run.step += 1
-        last_loss = float(loss.detach())
+        last_loss = float(loss.detach())  # waits for the device: the step time below is the device's too
+        wait.add(waited, time.perf_counter() - t_step)
         row = {"step": run.step, "epoch": epoch, "loss": last_loss, "lr": run.sched.get_last_lr()[0],
-               "grad_norm": float(gnorm), "time": round(time.time() - t0, 3)}
+               "grad_norm": float(gnorm), "time": round(time.time() - t0, 3), "data_wait": round(waited, 6)}
         row.update({f"loss_{k}": float(v) for k, v in terms.items()})
         logger.log(row)
         bar.update(1)
-        bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{row['lr']:.2e}")
+        bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{row['lr']:.2e}", wait=wait.percent())
         best_eval = _evaluate_and_checkpoint(run, epoch, logger, best_eval)
         barrier(run.dist)
     bar.close()
+    logger.log(wait.summary(run.step))
     logger.close()
+    run.eval_loader = loader_iter = None  # ends the worker processes
     return TrainResult(
         run_dir=run.run_dir,
         steps=run.step,
@@ -299,5 +325,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         final_loss=last_loss,
         eval_loss=best_eval,
         model=run.model,
+        data_wait_fraction=wait.fraction,
+        skipped={v: NO_FEATURES for ds in (run.train_ds, run.eval_ds) if ds is not None for v in ds.missing},
     )
 

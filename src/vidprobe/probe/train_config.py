@@ -68,17 +68,19 @@ class LoaderConfig:
     checks them on the device, so a worker only reads bytes and stacks them.
     """
 
-    workers: int | None = None  # worker processes; None: min(4, CPUs - 1); 0: load in the training process
+    workers: int | None = None  # worker processes per training process; None: min(4, CPUs per process - 1); 0: none
     prefetch_factor: int = 2  # batches each worker loads ahead (workers > 0)
     persistent_workers: bool = True  # keep the workers between passes (each evaluation reuses the eval loader's)
     pin_memory: bool | None = None  # page-locked batches for non_blocking copies; None: when the device is CUDA
 
     def num_workers(self) -> int:
-        """``workers``, or the default min(4, CPUs this process may use - 1)."""
+        """``workers``, or the default: min(4, CPUs this process may use / training processes on the machine - 1)
+        (torchrun's ``LOCAL_WORLD_SIZE`` processes share the machine's CPUs)."""
         if self.workers is not None:
             return self.workers
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return max(0, min(4, cpus - 1))
+        procs = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        return max(0, min(4, cpus // procs - 1))
 
     def validate(self) -> None:
         if self.workers is not None and not (isinstance(self.workers, int) and self.workers >= 0):

@@ -20,7 +20,9 @@ from vidprobe.backbones import cli as backbones_cli
 from vidprobe.data import cli as data_cli
 from vidprobe.data import prepare_cli
 from vidprobe.features import cli as features_cli
-from vidprobe.pipeline import consistency_cli, demo_cli, evaluate_cli, sweep_cli
+from vidprobe.features import compress_cli
+from vidprobe.pipeline import compress_check_cli, consistency_cli, demo_cli, evaluate_cli, run_one_cli, sweep_cli
+from vidprobe.pipeline import plan_cli
 from vidprobe.probe import cli as probe_cli
 from vidprobe.report import cli as report_cli
 
@@ -33,6 +35,7 @@ HELP = (
 #: the command apps, in the order `vidprobe --help` lists their commands (after `version`)
 PARTS: tuple[typer.Typer, ...] = (
     features_cli.app,  # extract
+    compress_cli.app,  # compress
     data_cli.app,  # preview
     backbones_cli.app,  # backbones
     labels_cli.app,  # label
@@ -41,8 +44,11 @@ PARTS: tuple[typer.Typer, ...] = (
     evaluate_cli.app,  # evaluate
     report_cli.app,  # report
     demo_cli.app,  # demo
+    run_one_cli.app,  # run
+    plan_cli.app,  # plan
     sweep_cli.app,  # sweep
     consistency_cli.app,  # consistency
+    compress_check_cli.app,  # compress-check
 )
 #: command groups: name -> app (listed after the commands)
 GROUPS: dict[str, typer.Typer] = {"prepare": prepare_cli.app}  # prepare synthetic / co3d / check

@@ -4,6 +4,8 @@ from vidprobe.lazy import lazy_exports
 
 _EXPORTS = {
     "ExtractSummary": "vidprobe.features.extract",
+    "compress_store": "vidprobe.features.compress",
+    "parse_codec": "vidprobe.features.codec",
     "extract_dataset": "vidprobe.features.extract",
     "parse_shard": "vidprobe.features.extract",
     "shard_from_env": "vidprobe.features.extract",
@@ -27,8 +29,10 @@ __all__ = [
     "FeatureStore",
     "FeatureStoreError",
     "atomic_write_bytes",
+    "compress_store",
     "extract_dataset",
     "key_dirname",
+    "parse_codec",
     "parse_shard",
     "prepare_store",
     "read_manifest",

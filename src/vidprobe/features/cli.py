@@ -9,6 +9,9 @@ from typing import Optional
 
 import typer
 
+from vidprobe import skips_cli
+from vidprobe.pipeline import launcher_cli
+
 app = typer.Typer()
 
 
@@ -80,13 +83,9 @@ def backbone_kwargs_for(factory, name: str, options: dict) -> dict:
 
 
 def unknown_backbone_message(name: str, known: list[str]) -> str:
-    """``unknown backbone 'x' (did you mean 'y'?)``: the closest registered names (difflib), else the full list."""
-    import difflib
+    from vidprobe.backbones.base import unknown_backbone_message as message
 
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-    if close:
-        return f"unknown backbone {name!r} (did you mean {' or '.join(repr(c) for c in close)}?); see `vidprobe backbones`"
-    return f"unknown backbone {name!r}; known: {', '.join(known) or '(none)'}"
+    return message(name, known)
 
 
 def check_request(spec, layers: list, timesteps: list, layers_text: str | None, timesteps_text: str | None) -> None:
@@ -111,6 +110,19 @@ def check_out_path(path: Path, flag: str) -> None:
                 what = "is a regular file" if p == path else f"lies under {p}, a regular file"
                 raise typer.BadParameter(f"{flag} {path}: {what}, not a directory")
             return
+
+
+def _build_kwargs(factory, backbone: str, options: dict, backbone_arg: list[str] | None) -> dict:
+    """The builder's keyword arguments from the flags (``options``) and ``-a KEY=VALUE`` (never both for one key)."""
+    if options["device"] == "cuda" and os.environ.get("LOCAL_RANK") is not None:
+        options["device"] = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    if (options["height"] is None) != (options["width"] is None):
+        raise typer.BadParameter("give both --height and --width, or neither")
+    for k, v in parse_backbone_args(backbone_arg or []).items():
+        if options.get(k) not in (None, False):
+            raise typer.BadParameter(f"{k} is given twice (as a flag and as --backbone-arg)", param_hint="--backbone-arg")
+        options[k] = v
+    return backbone_kwargs_for(factory, backbone, options)
 
 
 @app.command()
@@ -141,6 +153,18 @@ def extract(
         None, "--backbone-arg", "-a", help="KEY=VALUE passed to the backbone's builder (repeatable; YAML values), e.g. "
         "-a resize=pil-lanczos -a dtype=fp32 -a checkpoint_key=encoder. `vidprobe backbones` lists each one's options."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    codec: Optional[str] = typer.Option(None, "--codec", help="Encode on write: pca:K, int8, fp8, pca:K+int8 (see "
+                                        "`vidprobe compress`); a PCA basis is fitted on the first --fit-videos videos."),
+    fit_videos: int = typer.Option(16, "--fit-videos", min=1, help="Videos a PCA codec's basis is fitted on."),
+    tap: Optional[str] = typer.Option(None, "--tap", help="Read this submodule of each requested block instead of the "
+                                      "block's output, e.g. attention or attn1 (a dotted path inside the block); "
+                                      "recorded in the manifest: one tap per store."),
+    allow_skips: bool = typer.Option(False, "--allow-skips", help=skips_cli.ALLOW_SKIPS_HELP),
+    launcher: Optional[str] = launcher_cli.LAUNCHER, array: Optional[int] = launcher_cli.ARRAY, wait: bool = launcher_cli.WAIT,
+    partition: Optional[str] = launcher_cli.PARTITION, gpus: Optional[int] = launcher_cli.GPUS,
+    cpus: Optional[int] = launcher_cli.CPUS, time_limit: Optional[str] = launcher_cli.TIME, qos: Optional[str] = launcher_cli.QOS,
+    account: Optional[str] = launcher_cli.ACCOUNT, mem: Optional[str] = launcher_cli.MEM, log_dir: Optional[Path] = launcher_cli.LOG_DIR,
+    sbatch: Optional[list[str]] = launcher_cli.SBATCH, max_parallel: Optional[int] = launcher_cli.MAX_PARALLEL,
 ) -> None:
     """Extract frozen-model features of every video into a resumable feature store.
 
@@ -148,10 +172,14 @@ def extract(
     Rerunning the same command resumes: finished videos are skipped without
     running the model. A store written with another model or other settings is
     refused. Several processes (--shard i/n, or torchrun) may write into one store.
+    --launcher slurm --array N submits N jobs (task i: shard i/N); pre-empted jobs are requeued and resume.
 
-    Example:  vidprobe extract --backbone wan2.1-1.3b --dataset data/co3d --layers 10,20 --timesteps 249,749 --out feats/wan
+    Examples (the first on the built-in data of `vidprobe prepare synthetic data/synth`, tiny random weights):
+      vidprobe extract -b dinov2-small --tiny --height 56 --width 112 -d data/synth -o feats/synth_dinov2
+      vidprobe extract -b wan2.1-t2v-1.3b -d data/co3d_ref -o feats/wan --layers 11,21 --timesteps 249,749
     """
     from vidprobe.backbones.base import registry
+    from vidprobe.backbones.hooks import TapError
     from vidprobe.features.extract import extract_dataset, parse_shard
     from vidprobe.features.store import FeatureStoreError, dtype_name
 
@@ -173,22 +201,25 @@ def extract(
     ts = _ints(timesteps, "--timesteps") or [spec.default_timestep]
     check_request(spec, lay, ts, layers, timesteps)
     check_out_path(out, "--out")
+    from vidprobe.features.codec import parse_codec
+
+    try:
+        parse_codec(codec)
+    except FeatureStoreError as e:  # CodecError: an unknown spec, or fp8 without float8 support
+        raise typer.BadParameter(str(e), param_hint="--codec") from None
+    lcfg = launcher_cli.extract_settings(shard, array, launcher=launcher, partition=partition, gpus=gpus, cpus=cpus,
+                                         time=time_limit, account=account, qos=qos, mem=mem, sbatch=sbatch,
+                                         max_parallel=max_parallel, log_dir=log_dir)
+    if lcfg.backend != "none" and codec is not None:
+        raise typer.BadParameter("--codec with --launcher: extract, then run `vidprobe compress`", param_hint="--codec")
     sh = None
     if shard is not None:
         try:
             sh = parse_shard(shard)
         except ValueError as e:
             raise typer.BadParameter(str(e), param_hint="--shard") from None
-    if device == "cuda" and os.environ.get("LOCAL_RANK") is not None:
-        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    if (height is None) != (width is None):
-        raise typer.BadParameter("give both --height and --width, or neither")
     options = {"model_id": model_id, "revision": revision, "tiny": tiny, "device": device, "height": height, "width": width}
-    for k, v in parse_backbone_args(backbone_arg or []).items():
-        if options.get(k) not in (None, False):
-            raise typer.BadParameter(f"{k} is given twice (as a flag and as --backbone-arg)", param_hint="--backbone-arg")
-        options[k] = v
-    kwargs = backbone_kwargs_for(factory, backbone, options)
+    kwargs = _build_kwargs(factory, backbone, options, backbone_arg)
     from vidprobe.data.open import open_dataset
 
     try:
@@ -196,16 +227,18 @@ def extract(
     except (ValueError, OSError) as e:  # DatasetError is a ValueError naming the file
         typer.echo(f"error: cannot open dataset {dataset}: {e}", err=True)
         raise typer.Exit(2) from None
+    if lcfg.backend != "none":  # submit jobs over the same shards and locks, then report (and wait)
+        return launcher_cli.extract_jobs(lcfg, array, wait, allow_skips, backbone=backbone, dataset=str(dataset),
+                                         out=str(out), layers=lay, timesteps=ts, dtype=dtype, backbone_kwargs=kwargs,
+                                         split=split, max_videos=max_videos, num_frames=num_frames)
     try:
         summary = extract_dataset(
             backbone, ds, out, lay, ts, dtype=dtype, shard=sh, backbone_kwargs=kwargs, progress=not quiet,
-            split=split, max_videos=max_videos, num_frames=num_frames,
+            split=split, max_videos=max_videos, num_frames=num_frames, codec=codec, fit_videos=fit_videos, tap=tap,
         )
-    except FeatureStoreError as e:
+    except (FeatureStoreError, TapError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     if quiet:
         typer.echo(summary.format())
-    failed = {v: r for v, r in summary.skipped.items() if r != "locked by another process"}
-    if failed and not summary.done and not summary.already_present:
-        raise typer.Exit(1)
+    skips_cli.finish(summary.failed(), allow_skips)  # videos another process holds are its own, not skips

@@ -4,7 +4,11 @@ One ``backbone.extract`` call per video produces every requested (layer,
 timestep); each lands in its own atomically written file. A rerun skips
 videos whose files are all present and readable without touching the model;
 a per-video lock file (non-blocking) keeps two processes from extracting the
-same video; broken videos are skipped, logged and counted.
+same video; broken videos are skipped, logged and counted. Every feature file
+records the data fingerprint of the frames it came from
+(:mod:`vidprobe.data.fingerprint`; in its metadata, so it is written atomically
+with the features by the process holding the video's lock), and features are
+never added to a video whose stored fingerprint differs from the data.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 from filelock import FileLock, Timeout
 
+from vidprobe.data.fingerprint import FINGERPRINT_KEY, fingerprint_images, read_fingerprint
 from vidprobe.features.file_format import write_feature_file
 from vidprobe.features.layout import LOCK_DIR, FeatureStoreError, Key, dtype_name, key_dirname, tau_of, video_filename
 from vidprobe.features.manifest import prepare_store, store_settings
@@ -42,6 +47,7 @@ class ExtractSummary:
     done: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # video -> reason
     already_present: list[str] = field(default_factory=list)
+    by_other: list[str] = field(default_factory=list)  # written by another process while this one ran
     bytes_written: int = 0
     seconds: float = 0.0
     shard: tuple[int, int] = (0, 1)
@@ -55,8 +61,17 @@ class ExtractSummary:
             f"{len(self.already_present)} already present, {len(self.skipped)} skipped; "
             f"{_human(self.bytes_written)} written in {self.seconds:.1f} s ({rate:.2f} videos/s)"
         ]
-        lines += [f"  skipped {v}: {r}" for v, r in sorted(self.skipped.items())]
+        if self.by_other:
+            lines.append(f"{len(self.by_other)} videos were written by another process while this one ran")
+        busy = sorted(v for v, r in self.skipped.items() if r == LOCKED and v not in self.by_other)
+        if busy:
+            lines.append(f"{len(busy)} videos were still being written by another process when this one ended")
+        lines += [f"  skipped {v}: {r}" for v, r in sorted(self.skipped.items()) if r != LOCKED or v in busy]
         return "\n".join(lines)
+
+    def failed(self) -> dict[str, str]:
+        """The videos skipped for a reason of their own (not because another process held them)."""
+        return {v: r for v, r in self.skipped.items() if r != LOCKED}
 
 
 def _human(n: int) -> str:
@@ -140,6 +155,11 @@ class _Extraction:
     model_failures: int = 0
     input_hw: tuple[int, int] | None = None  # what frames are resized to (the spec's, or height/width given)
     resize_warned: bool = False
+    started: float = field(default_factory=time.time)  # wall clock: files newer than this were written meanwhile
+    codec: Any = None  # vidprobe.features.codec.Codec the files are encoded with (None: plain)
+    encoders: dict = field(default_factory=dict)  # key -> codec Encoder (vidprobe.features.extract_codec)
+    all_videos: list[str] = field(default_factory=list)  # every shard's videos, sorted (a PCA fit's sample)
+    tap: str | None = None  # a submodule path inside each block, read instead of the block (backbones.hooks)
 
     def missing_keys(self, vid: str) -> list[Key]:
         return [k for k in self.keys if not self.store.is_valid(vid, *k)]
@@ -153,6 +173,8 @@ class _Extraction:
             return
         if not self.missing_keys(vid):
             self.summary.already_present.append(vid)
+            if self._written_since_start(vid):
+                self.summary.by_other.append(vid)
             return
         lock = FileLock(str(self.lock_dir / (fname + ".lock")), timeout=0)
         try:
@@ -170,21 +192,29 @@ class _Extraction:
         todo = self.missing_keys(vid)  # re-check under the lock: another process may have finished it
         if not todo:
             self.summary.already_present.append(vid)
+            self.summary.by_other.append(vid)
             return
         _remove_stale_temps(self.out, self.keys, fname)  # left by a killed run; safe: we hold this video's lock
         try:
             nf = self.dataset.num_frames(vid)
             frames = None if self.num_frames is None or self.num_frames >= nf else list(range(self.num_frames))
             clip = self.dataset.load(vid, frames)
+            # the frames the model sees, as the reader decodes them (not resized to a labels file)
+            own = clip.images if "labels" not in clip.meta else self.dataset.load_images(vid, frames)
+            fp = fingerprint_images(own, clip.frame_ids.tolist(), nf)
         except Exception as e:  # noqa: BLE001 - a broken video is skipped and counted
             _skip(self.summary, vid, f"load error: {type(e).__name__}: {e}")
+            return
+        problem = self._fingerprint_conflict(vid, todo, fp)
+        if problem:
+            _skip(self.summary, vid, problem)
             return
         fs, problem = self._features(clip)
         if problem:
             _skip(self.summary, vid, problem)
             return
         try:
-            written = self._write(vid, fname, todo, fs)
+            written = self._write(vid, fname, todo, fs, fp.to_json())
         except FeatureStoreError as e:  # non-finite features: a broken video, not a broken run
             _skip(self.summary, vid, str(e))
             return
@@ -210,9 +240,16 @@ class _Extraction:
         self._warn_upsampling(tuple(clip.images.shape[-2:]))
         fs = None
         try:
-            with torch.inference_mode():
+            from vidprobe.backbones.hooks import TapError, tap_submodule
+
+            with torch.inference_mode(), tap_submodule(self.tap) as tapped:
                 fs = self.backbone.extract(clip.images, self.layers, self.timesteps, clip=clip)
+            if self.tap and not tapped:
+                raise TapError(f"--tap {self.tap!r}: backbone {self.spec.name} does not read its layers through "
+                               "block hooks, so it cannot tap a submodule")
             problem = _check_featureset(fs, self.keys, clip.images.shape[0])
+        except TapError:
+            raise  # a wrong tap is the same for every video: stop at once
         except Exception as e:  # noqa: BLE001
             problem = f"extract error: {type(e).__name__}: {e}"
             self.model_failures += 1
@@ -222,20 +259,49 @@ class _Extraction:
                 ) from e
         return fs, problem
 
-    def _write(self, vid: str, fname: str, todo: list[Key], fs) -> int:
-        """Write one file per key in ``todo``; returns the bytes written."""
+    def _written_since_start(self, vid: str) -> bool:
+        """Whether a file of this (complete) video is newer than this run: another process wrote it meanwhile."""
+        try:
+            return max(os.stat(self.store.path(vid, *k)).st_mtime for k in self.keys) >= self.started
+        except OSError:
+            return False
+
+    def _fingerprint_conflict(self, vid: str, todo: list[Key], fp) -> str | None:
+        """A reason to refuse adding keys to a video whose stored features came from other frames, or None."""
+        for k in self.store.keys():  # every key of the store, not only this run's
+            if k in todo or not self.store.has(vid, *k):
+                continue
+            try:
+                old = read_fingerprint(self.store.header(vid, *k).metadata, str(self.store.path(vid, *k)))
+            except (FeatureStoreError, ValueError):
+                continue
+            if old is not None:
+                diff = old.differences(count=fp.count, positions=range(len(fp.hashes)), frame_ids=fp.frame_ids,
+                                       hw=fp.hw, hashes=fp.hashes)
+                if len(old.hashes) != len(fp.hashes):
+                    diff.insert(0, f"{len(old.hashes)} vs {len(fp.hashes)} frames extracted")
+                if diff:
+                    return (f"data differs from the features already stored for this video (store vs dataset): "
+                            f"{'; '.join(diff)}; use another --out directory")
+            return None
+        return None
+
+    def _write(self, vid: str, fname: str, todo: list[Key], fs, fingerprint: str) -> int:
+        """Write one file per key in ``todo`` (each carrying the data fingerprint); returns the bytes written."""
         spec = self.spec
-        meta_base = {"video_id": vid, "source": self.source, "backbone": spec.name, "frame_layout": spec.frame_layout}
+        meta_base = {"video_id": vid, "source": self.source, "backbone": spec.name, "frame_layout": spec.frame_layout,
+                     FINGERPRINT_KEY: fingerprint}
         written = 0
         for layer, t in todo:
             meta = dict(meta_base, layer=str(layer), timestep="none" if t is None else str(t), tau=str(tau_of(t)))
             path = self.out / key_dirname(layer, t) / fname
-            written += write_feature_file(path, fs.maps[(layer, t)], fs.frame_index, meta, self.dtype)
+            written += write_feature_file(path, fs.maps[(layer, t)], fs.frame_index, meta, self.dtype,
+                                          encoder=self.encoders.get((layer, t)))
         return written
 
 
 def _prepare(*, backbone_name, dataset, out, layers, timesteps, dtype, shard, backbone_kwargs, split, videos, max_videos,
-             num_frames, fail_fast) -> tuple[_Extraction, list[str]]:
+             num_frames, fail_fast, codec=None, tap=None) -> tuple[_Extraction, list[str]]:
     """Check the arguments, create (or check) the store, and pick this shard's videos (sorted)."""
     if isinstance(dataset, (str, Path)):
         from vidprobe.data.open import open_dataset
@@ -268,8 +334,17 @@ def _prepare(*, backbone_name, dataset, out, layers, timesteps, dtype, shard, ba
         num_frames=num_frames,
         backbone_kwargs=kwargs,
     )
+    if tap:  # recorded with the settings: a store holds one kind of tensor (resuming without it is refused)
+        if -1 in layers:
+            from vidprobe.backbones.hooks import TapError
+
+            raise TapError(f"--tap {tap!r} reads a submodule of numbered blocks; layer -1 (the final output) has none")
+        settings["tap"] = str(tap)
     source = _source_name(dataset)
-    prepare_store(out, settings, keys, source=source)
+    from vidprobe.features.codec import codec_record, parse_codec
+
+    codec = parse_codec(codec)
+    prepare_store(out, settings, keys, source=source, codec=codec_record(codec, dt))
     store = FeatureStore(out)
     lock_dir = out / LOCK_DIR
     lock_dir.mkdir(exist_ok=True)
@@ -282,7 +357,7 @@ def _prepare(*, backbone_name, dataset, out, layers, timesteps, dtype, shard, ba
     job = _Extraction(dataset=dataset, out=out, layers=layers, timesteps=timesteps, keys=keys, dtype=dt, spec=spec,
                       factory=factory, kwargs=kwargs, backbone=backbone, source=source, store=store, lock_dir=lock_dir,
                       num_frames=num_frames, fail_fast=fail_fast, summary=summary,
-                      input_hw=tuple(hw) if hw and all(hw) else None)
+                      input_hw=tuple(hw) if hw and all(hw) else None, codec=codec, all_videos=all_videos, tap=tap)
     return job, mine
 
 
@@ -302,6 +377,9 @@ def extract_dataset(
     max_videos: int | None = None,
     num_frames: int | None = None,
     fail_fast: int = 3,
+    codec: str | None = None,
+    fit_videos: int = 16,
+    tap: str | None = None,
 ) -> ExtractSummary:
     """Extract features of every video of ``dataset`` (this shard's part) into the store at ``out``.
 
@@ -313,12 +391,22 @@ def extract_dataset(
     num_frames      feed only the first K frames of each video (default: all frames)
     fail_fast       abort when this many videos in a row fail inside the model before any succeeds
                     (a wrong setting, not a broken video)
+    codec           encode on write (``pca:K``, ``int8``, ``fp8``, ``pca:K+int8``; :mod:`vidprobe.features.codec`);
+                    a PCA basis is first fitted on the first ``fit_videos`` videos (:mod:`~.extract_codec`)
+    tap             read this submodule of each requested block instead of the block (``"attention"``,
+                    ``"attn1"``; :func:`vidprobe.backbones.hooks.tap_submodule`); recorded in the manifest
     """
     t0 = time.perf_counter()
     job, mine = _prepare(backbone_name=backbone_name, dataset=dataset, out=out, layers=layers, timesteps=timesteps,
                          dtype=dtype, shard=shard, backbone_kwargs=backbone_kwargs, split=split, videos=videos,
-                         max_videos=max_videos, num_frames=num_frames, fail_fast=fail_fast)
+                         max_videos=max_videos, num_frames=num_frames, fail_fast=fail_fast, codec=codec, tap=tap)
     summary = job.summary
+    if job.codec is not None:
+        from vidprobe.features.extract_codec import start_codec
+
+        fitted = set(start_codec(job, fit_videos, progress))
+        summary.done += [v for v in mine if v in fitted]
+        mine = [v for v in mine if v not in fitted]
     i, n = summary.shard
 
     from tqdm.auto import tqdm
@@ -339,6 +427,8 @@ def extract_dataset(
             finally:
                 bar.update(1)
                 bar.set_postfix(done=len(summary.done), present=len(summary.already_present), skipped=len(summary.skipped))
+        # videos another process held: those it has finished by now were written by it while this one ran
+        summary.by_other += [v for v, r in summary.skipped.items() if r == LOCKED and not job.missing_keys(v)]
     finally:
         bar.close()
         stack.close()

@@ -10,6 +10,12 @@ A feature file holds two tensors and string metadata:
   the extractor adds (``video_id``, ``layer``, ``timestep``, ``tau``, ``source``,
   ``backbone``, ``frame_layout``).
 
+An encoded file (:mod:`vidprobe.features.codec`) keeps ``features`` as
+``[N,h,w,C']`` in the codec's dtype (int8, float8_e4m3fn, or the storage
+dtype after PCA) plus the quantiser's per-channel float32 tensors; its
+metadata adds ``codec`` and ``encoded_shape`` (``shape`` and ``dtype`` stay
+the decoded ones).
+
 The safetensors layout (the documented format): an 8-byte little-endian
 header length ``n``, ``n`` bytes of JSON (``{name: {dtype, shape,
 data_offsets: [a, b]}, "__metadata__": {...}}``), then the tensor data;
@@ -27,7 +33,7 @@ import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -48,10 +54,13 @@ __all__ = [
 
 FILE_FORMAT = "vidprobe-features/1"
 #: safetensors dtype strings of the tensors vidprobe writes, and back
-ST_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "I64": torch.int64}
+ST_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "I64": torch.int64, "I8": torch.int8}
+if hasattr(torch, "float8_e4m3fn"):  # encoded files (vidprobe.features.codec: fp8)
+    ST_DTYPES["F8_E4M3"] = torch.float8_e4m3fn
 ST_NAMES = {v: k for k, v in ST_DTYPES.items()}
 #: bytes per element of every dtype a safetensors header may name
-ST_ITEMSIZE = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+ST_ITEMSIZE = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+               "F8_E4M3": 1, "F8_E5M2": 1}
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
 
 
@@ -61,12 +70,15 @@ def write_feature_file(
     frame_index: torch.Tensor,
     metadata: dict[str, Any] | None = None,
     dtype: str | torch.dtype = "fp16",
+    encoder: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None,
 ) -> int:
     """Write one feature file atomically; returns the bytes written.
 
     Refuses (before writing anything) features that are not ``[N,h,w,C]``,
     non-finite after the cast to the storage dtype (fp16 overflows above
-    65504), or a frame index outside ``[0, N)``.
+    65504), or a frame index outside ``[0, N)``. ``encoder`` (a
+    :class:`vidprobe.features.codec.Encoder`) turns the cast features into the
+    file's tensors and names its codec in the metadata (``codec``).
     """
     from safetensors.torch import save
 
@@ -89,7 +101,12 @@ def write_feature_file(
     meta.setdefault("format", FILE_FORMAT)
     meta["shape"] = json.dumps(list(feats.shape))
     meta["dtype"] = dtype_name(dt)
-    data = save({"features": feats, "frame_index": fi}, metadata=meta)
+    tensors = {"features": feats}
+    if encoder is not None:
+        tensors = encoder(feats)
+        meta["codec"] = encoder.name
+        meta["encoded_shape"] = json.dumps(list(tensors["features"].shape))
+    data = save({**tensors, "frame_index": fi}, metadata=meta)
     return atomic_write_bytes(path, data, fsync=True)
 
 

@@ -5,7 +5,8 @@
     {"format": "vidprobe-feature-store/1", "vidprobe_version": ..., "created": ..., "updated": ...,
      "settings": {backbone, model_id, revision, dtype, input_hw, frame_layout, num_frames, backbone_kwargs},
      "keys": [{"layer": 20, "timestep": 749, "tau": 0.251, "dir": "L020_T749"}, ...],
-     "sources": ["<dataset name>:<root>", ...], "writers": [<vidprobe versions>]}
+     "sources": ["<dataset name>:<root>", ...], "writers": [<vidprobe versions>],
+     "codec": {"spec": "pca:64+int8", "storage_dtype", "params_dir", "fit": {videos, ...}}}   (encoded stores only)
 
 Features are comparable only when every field of :data:`SETTING_FIELDS`
 matches (backbone kwargs in :data:`NEUTRAL_KWARGS`, such as ``device``, do
@@ -21,7 +22,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from filelock import FileLock
 
@@ -37,6 +38,7 @@ __all__ = [
     "manifest_lock",
     "read_manifest",
     "prepare_store",
+    "update_manifest",
 ]
 
 STORE_FORMAT = "vidprobe-feature-store/1"
@@ -44,7 +46,8 @@ MANIFEST = "manifest.json"
 
 # Settings that, when they differ, make features incomparable; a run with other
 # values is refused on an existing store. (The package version is recorded, not compared.)
-SETTING_FIELDS = ("backbone", "model_id", "revision", "dtype", "input_hw", "frame_layout", "num_frames", "backbone_kwargs")
+SETTING_FIELDS = ("backbone", "model_id", "revision", "dtype", "input_hw", "frame_layout", "num_frames", "backbone_kwargs",
+                  "tap")  # tap: only in stores written with --tap (absent = None)
 # backbone kwargs that do not change the features (only where they are computed)
 NEUTRAL_KWARGS = frozenset({"device"})
 
@@ -121,11 +124,14 @@ def prepare_store(
     settings: dict[str, Any],
     keys: Iterable[Key],
     source: str | None = None,
+    codec: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Create the store or check that ``settings`` match it, and add ``keys``; atomic and locked.
 
     Raises FeatureStoreError naming every differing field when the store was
-    written with another model or other settings.
+    written with another model or other settings. ``codec``: the store's codec
+    record (:func:`vidprobe.features.codec.codec_record`); a store written with
+    another codec is refused the same way.
     """
     from vidprobe import __version__
 
@@ -141,6 +147,9 @@ def prepare_store(
         if path.exists():
             m = read_manifest(root)
             diff = _settings_diff(m["settings"], settings)
+            have_codec, want_codec = (m.get("codec") or {}).get("spec"), (codec or {}).get("spec")
+            if have_codec != want_codec:
+                diff.append(f"codec: store has {json.dumps(have_codec)}, this run has {json.dumps(want_codec)}")
             if diff:
                 raise FeatureStoreError(
                     f"{path}: this store was written with other settings; refusing to mix features. "
@@ -148,6 +157,8 @@ def prepare_store(
                 )
         else:
             m = {"format": STORE_FORMAT, "vidprobe_version": __version__, "created": _now(), "settings": settings, "keys": [], "sources": []}
+            if codec:
+                m["codec"] = codec
         have = {(k["layer"], k["timestep"]) for k in m["keys"]}
         changed = not path.exists()
         for layer, t in keys:
@@ -167,4 +178,15 @@ def prepare_store(
             atomic_write_bytes(path, (json.dumps(m, indent=2) + "\n").encode(), fsync=True)
         for layer, t in keys:
             (root / key_dirname(layer, t)).mkdir(exist_ok=True)
+        return m
+
+
+def update_manifest(root: str | Path, mutate: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Read the manifest, apply ``mutate`` to it in place and rewrite it atomically, under the manifest lock."""
+    root = Path(root)
+    with manifest_lock(root):
+        m = read_manifest(root)
+        mutate(m)
+        m["updated"] = _now()
+        atomic_write_bytes(root / MANIFEST, (json.dumps(m, indent=2) + "\n").encode(), fsync=True)
         return m

@@ -24,6 +24,12 @@ file in the same directory, are fsync'ed, then ``os.replace``'d over the
 target; the manifest is rewritten the same way under a file lock. A reader
 therefore sees either the old file or the new one, never a partial one.
 
+A store may be encoded (:mod:`vidprobe.features.codec`: ``pca:K``, ``int8``,
+``fp8``, ``pca:K+int8``; the manifest's ``codec`` field): the reader decodes
+every map it reads to the store's dtype, so callers see the same shapes and
+dtype as from a plain store; the encoded tensor keeps its ``[N,h,w,C']``
+layout, so the byte ranges below are those of the encoded maps.
+
 Reading only what a sample needs
 --------------------------------
 ``FeatureStore.read(video, layer, timestep, frames)`` looks up the maps the
@@ -51,6 +57,7 @@ import torch
 
 from vidprobe.atomic import atomic_write_bytes  # re-exported: the one atomic writer
 from vidprobe.features.byte_ranges import map_runs, mmap_runs, pread_runs, read_into
+from vidprobe.features.codec import Basis, Codec, CodecError, basis_path, decode, load_basis, manifest_codecs, parse_codec
 from vidprobe.features.file_format import (
     FILE_FORMAT,
     ST_DTYPES,
@@ -132,6 +139,9 @@ class FeatureStore:
         self.manifest = read_manifest(self.root)
         self.settings: dict[str, Any] = self.manifest["settings"]
         self.dtype_name: str = self.settings.get("dtype", "fp16")
+        #: the store's codec (vidprobe.features.codec; None: plain) and the codecs a file may carry
+        self.codec, self._file_codecs = manifest_codecs(self.manifest, self.root / MANIFEST)
+        self._bases: dict[tuple, Basis] = {}
         self.backend = backend
         self.check_finite = check_finite
         self._cache: OrderedDict[tuple, tuple[FileHeader, torch.Tensor]] = OrderedDict()
@@ -143,6 +153,7 @@ class FeatureStore:
         d = dict(self.__dict__)
         d["_lock"] = None
         d["_cache"] = OrderedDict()
+        d["_bases"] = {}
         return d
 
     def __setstate__(self, d: dict) -> None:
@@ -180,7 +191,7 @@ class FeatureStore:
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
         return fd
 
-    def _header(self, fd: int, path: Path) -> tuple[FileHeader, torch.Tensor]:
+    def _header(self, fd: int, path: Path) -> tuple[FileHeader, torch.Tensor, Codec | None, dict[str, torch.Tensor]]:
         st = os.fstat(fd)
         ck = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
         with self._lock:
@@ -194,11 +205,15 @@ class FeatureStore:
             if name not in h.tensors:
                 raise FeatureStoreError(f"{path}: missing tensor {name!r} (has {sorted(h.tensors)})")
         f, fi = h.tensors["features"], h.tensors["frame_index"]
-        if f.dtype not in ("F16", "BF16", "F32"):
+        codec = self._file_codec(h, path)
+        if codec is None and f.dtype not in ("F16", "BF16", "F32"):
             raise FeatureStoreError(f"{path}: tensor 'features' has dtype {f.dtype}; expected a float type (F16, BF16, F32)")
-        want = ST_NAMES[DTYPES[self.dtype_name]]
+        want = ST_NAMES[codec.encoded_dtype(self.dtype_name) if codec else DTYPES[self.dtype_name]]
         if f.dtype != want:
-            raise FeatureStoreError(f"{path}: tensor 'features' has dtype {f.dtype} but the store's manifest says {self.dtype_name} ({want})")
+            how = f"codec {codec.name!r} of " if codec else ""
+            raise FeatureStoreError(f"{path}: tensor 'features' has dtype {f.dtype} but the {how}store's manifest says "
+                                    f"{self.dtype_name} ({want})")
+        params = self._codec_params(fd, path, h, codec)
         if len(f.shape) != 4:
             raise FeatureStoreError(f"{path}: tensor 'features' must be [N,h,w,C], got shape {list(f.shape)}")
         if fi.dtype != "I64" or len(fi.shape) != 1:
@@ -215,12 +230,52 @@ class FeatureStore:
             raise FeatureStoreError(
                 f"{path}: frame_index points past the end: frame {bad} -> map {int(idx[bad])}, but the file has {n} maps"
             )
-        out = (h, idx)
+        out = (h, idx, codec, params)
         with self._lock:
             self._cache[ck] = out
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return out
+
+    def _file_codec(self, h: FileHeader, path: Path) -> Codec | None:
+        """The codec a file's metadata names; it must be the manifest's (or, mid in-place conversion, the old one)."""
+        name = h.metadata.get("codec") or None
+        if name not in self._file_codecs:
+            try:
+                parse_codec(name)
+            except CodecError as e:
+                raise CodecError(f"{path}: metadata 'codec': {e}") from None
+            have = self.codec.name if self.codec else "none"
+            raise CodecError(f"{path}: encoded with codec {name or 'none'!r} but the store's manifest says {have!r} "
+                             "(an interrupted `vidprobe compress --in-place`? rerun it)")
+        return self._file_codecs[name]
+
+    def _codec_params(self, fd: int, path: Path, h: FileHeader, codec: Codec | None) -> dict[str, torch.Tensor]:
+        """The quantiser's per-channel float32 tensors of an encoded file (read once, with the header)."""
+        from vidprobe.features.codec import PARAMS
+
+        out: dict[str, torch.Tensor] = {}
+        c = h.features.shape[-1] if len(h.features.shape) == 4 else -1
+        for name in PARAMS.get(codec.quant, ()) if codec and codec.quant else ():
+            t = h.tensors.get(name)
+            if t is None or t.dtype != "F32" or t.shape != (c,):
+                got = "missing" if t is None else f"{t.dtype} {list(t.shape)}"
+                raise CodecError(f"{path}: codec {codec.name!r} needs tensor {name!r} F32 [{c}], got {got}")
+            buf = torch.empty(c, dtype=torch.float32)
+            read_into(fd, memoryview(buf.numpy()).cast("B"), t.start, path, name)
+            self.bytes_read += t.end - t.start
+            out[name] = buf
+        return out
+
+    def basis(self, layer: int, timestep: int | None, codec: Codec | None = None) -> Basis | None:
+        """The PCA basis of a key for ``codec`` (default: the store's; None without PCA); loaded once."""
+        codec = codec or self.codec
+        if codec is None or not codec.pca:
+            return None
+        k = (codec.name, layer, timestep)
+        if k not in self._bases:
+            self._bases[k] = load_basis(basis_path(self.root, codec, layer, timestep), codec)
+        return self._bases[k]
 
     def header(self, video: str, layer: int, timestep: int | None) -> FileHeader:
         path = self.path(video, layer, timestep)
@@ -265,14 +320,27 @@ class FeatureStore:
     ):
         """Features ``[len(frames), h, w, C]`` of the given input frames (all frames when ``None``).
 
-        Reads only the distinct maps those frames need. ``dtype=None`` keeps the
-        storage dtype. With ``return_maps=True`` returns ``(features, map_ids)``
+        Reads only the distinct maps those frames need (decoded when the store has a codec).
+        ``dtype=None`` keeps the storage dtype. With ``return_maps=True`` returns ``(features, map_ids)``
         where ``map_ids[i]`` is the map that served ``frames[i]``.
         """
+        buf, maps, inv, _ = self._read_maps(video, layer, timestep, frames, dtype, every_map=False)
+        identity = inv.numel() == buf.shape[0] and torch.equal(inv, torch.arange(inv.numel()))
+        out = buf if identity else buf[inv]
+        return (out, maps) if return_maps else out
+
+    def maps(self, video: str, layer: int, timestep: int | None, dtype: torch.dtype | None = None):
+        """``(features [N,h,w,C], frame_index [T])``: every map of the file (also those no frame uses), decoded,
+        in the store's dtype by default: what :mod:`vidprobe.features.compress` re-encodes."""
+        buf, _, _, idx = self._read_maps(video, layer, timestep, None, dtype, every_map=True)
+        return buf, idx.clone()
+
+    def _read_maps(self, video, layer, timestep, frames, dtype, every_map: bool):
+        """``(distinct maps read, map of each frame, inverse index, frame_index)``; ``every_map``: all N maps."""
         path = self.path(video, layer, timestep)
         fd = self._open(path)
         try:
-            h, idx = self._header(fd, path)
+            h, idx, codec, params = self._header(fd, path)
             T = idx.numel()
             if frames is None:
                 fr = torch.arange(T)
@@ -282,9 +350,12 @@ class FeatureStore:
                 bad = [int(x) for x in fr if int(x) >= T or int(x) < 0]
                 raise FeatureStoreError(f"{path}: frame(s) {bad} out of range: the video has {T} frames in frame_index")
             maps = idx[fr]
-            uniq, inv = torch.unique(maps, sorted=True, return_inverse=True)
             f = h.features
-            _, hh, ww, cc = f.shape
+            n, hh, ww, cc = f.shape
+            if every_map:
+                uniq, inv = torch.arange(n), torch.arange(n)
+            else:
+                uniq, inv = torch.unique(maps, sorted=True, return_inverse=True)
             per_map = hh * ww * cc * ST_ITEMSIZE[f.dtype]
             buf = torch.empty((uniq.numel(), hh, ww, cc), dtype=ST_DTYPES[f.dtype])
             runs = map_runs(uniq.tolist())
@@ -296,6 +367,8 @@ class FeatureStore:
                 self.bytes_read += nb
         finally:
             os.close(fd)
+        if codec is not None:  # decoded to the store's own dtype, then cast like a plain file
+            buf = decode(buf, params, codec, self.basis(layer, timestep, codec), DTYPES[self.dtype_name])
         if dtype is not None and buf.dtype != dtype:
             buf = buf.to(dtype)
         # a float32 sum propagates any NaN/Inf and is much cheaper than isfinite on fp16; only
@@ -305,9 +378,16 @@ class FeatureStore:
             if bad_maps:
                 bad = sorted({int(uniq[i]) for i in bad_maps})
                 raise FeatureStoreError(f"{path}: NaN/Inf in tensor 'features' at map(s) {bad}")
-        identity = inv.numel() == uniq.numel() and torch.equal(inv, torch.arange(inv.numel()))
-        out = buf if identity else buf[inv]
-        return (out, maps) if return_maps else out
+        return buf, maps, inv, idx
+
+    def decoded_shape(self, h: FileHeader, layer: int, timestep: int | None) -> list[int]:
+        """``[N,h,w,C]`` a read returns for the file with header ``h`` (C of the PCA basis for a PCA codec)."""
+        shape = list(h.features.shape)
+        codec = self._file_codecs.get(h.metadata.get("codec") or None)
+        basis = self.basis(layer, timestep, codec) if codec is not None and codec.pca else None
+        if basis is not None:
+            shape[-1] = basis.mean.numel()
+        return shape
 
     # -- summary
     def info(self) -> dict[str, Any]:
@@ -322,14 +402,15 @@ class FeatureStore:
             entry["bytes"] = sum(os.path.getsize(d / video_filename(v)) for v in vids)
             if vids:
                 h = self.header(vids[0], layer, t)
-                entry["shape"] = list(h.features.shape)
-                entry["channels"] = h.features.shape[-1]
+                entry["shape"] = self.decoded_shape(h, layer, t)
+                entry["channels"] = entry["shape"][-1]
             keys.append(entry)
-        return {"root": str(self.root), "settings": self.settings, "vidprobe_version": self.manifest.get("vidprobe_version"),
+        return {"root": str(self.root), "settings": self.settings, "codec": self.manifest.get("codec"),
+                "vidprobe_version": self.manifest.get("vidprobe_version"),
                 "sources": self.manifest.get("sources", []), "keys": keys}
 
     def channels(self, layer: int, timestep: int | None) -> int:
         vids = self.videos(layer, timestep)
         if not vids:
             raise FeatureStoreError(f"{self.root}: no features for layer {layer}, timestep {timestep}")
-        return self.header(vids[0], layer, timestep).features.shape[-1]
+        return self.decoded_shape(self.header(vids[0], layer, timestep), layer, timestep)[-1]

@@ -28,6 +28,9 @@ BENCHES: list[tuple[str, str, list[str]]] = [
     ("probe", "3. Probe step (forward+backward, SDPA vs eager attention, checkpointing)", []),
     ("metrics", "4. Evaluation (metric time per 1000 clips)", []),
     ("storage", "5. Storage (bytes per dtype; fp16 vs fp32 features -> probe metrics)", []),
+    ("codecs", "6. Feature codecs (bytes ratio per codec; probe metric changes vs seed noise, oracle control)", []),
+    ("startup", "7. Start-up (`vidprobe --help`, `version`, an argument error; target < 1 s)", []),
+    ("loader", "8. Training loader (stored dtype to the device, workers; vs whole-file loading, warm and cold; data wait)", []),
 ]
 
 
@@ -91,6 +94,35 @@ def summary(res: dict[str, dict | None]) -> list[str]:
         if st.get("within_noise"):
             ok = all(st["within_noise"].values())
             out.append(f"| fp16 vs fp32 features -> probe metrics | {'agree within noise' if ok else 'DIFFER beyond noise'} ({sum(st['within_noise'].values())}/{len(st['within_noise'])} metrics) | synthetic oracle features, tiny probe, same seed |")
+    c = res.get("codecs")
+    if c:
+        cells = [f"{spec} {doc['ratio']:.2f}x {len(doc['outside_noise'])}/{len(doc['metrics'])}"
+                 for spec, doc in c["codecs"].items()]
+        seeds = next(iter(c["codecs"].values()))["seeds"]
+        out.append(f"| feature codecs: bytes ratio, metrics outside seed noise | {', '.join(cells)} | synthetic oracle "
+                   f"control, tiny probe, seeds {seeds}; pca:1 is the destructive control (must be flagged) |")
+        met = c.get("target_met_by") or []
+        out.append(f"| codec target: >= 4x fewer bytes, every metric within seed noise | "
+                   f"{'met by ' + ', '.join(met) if met else 'NOT met'} | issue 14 |")
+    su = res.get("startup")
+    if su:
+        r = su["results"]
+        cli = " / ".join(f"{v['median_s']:.2f}" for k, v in r.items() if k.startswith("vidprobe"))
+        torch_s = next((v["median_s"] for k, v in r.items() if "import torch" in k), float("nan"))
+        out.append(f"| start-up: `vidprobe --help` / `version` / argument error | {cli} s (median) | target < "
+                   f"{su['target_s']:.0f} s; `import torch` alone {torch_s:.1f} s |")
+    lo = res.get("loader")
+    if lo:
+        q, wk = lo["ratios"], lo["workers"]
+        out.append(f"| training loader vs whole-file loading, samples/s (WAN shape, C={lo['config']['channels']}) | warm "
+                   f"{q['warm_vs_whole']:.1f}x on a CPU device ({q['warm_loader_vs_whole']:.0f}x in time the training process "
+                   f"waits), cold {q['cold_vs_whole'] or float('nan'):.1f}x | {wk} worker(s); bytes read "
+                   f"{q['bytes_per_sample_vs_file']:.4f} of the file (4/{lo['maps']}) |")
+        out.append(f"| training loader, new vs old per-sample fp32 path | {q['new_vs_old']:.2f}x on a CPU device, "
+                   f"{q['new_loader_vs_old']:.1f}x what the training process waits | conversion + check moved to the device |")
+        tw = lo["train"][-1]
+        out.append(f"| data-wait fraction, short CPU run (preset {lo['config']['train_preset']}) | "
+                   f"{100 * tw['data_wait_fraction']:.1f}% | {tw['workers']} worker(s); target < 5% on a GPU |")
     return out
 
 

@@ -355,7 +355,7 @@ def test_truncated_image_and_depth(small_root):
     assert "frame000002.jpg" in rep.skipped["cat/s1"] and "2 skipped" in rep.summary()
 
 
-@pytest.mark.parametrize("payload", [b"{not json", gzip.compress(b"[{oops"), gzip.compress(b'{"a": 1}')])
+@pytest.mark.parametrize("payload", [b"{not json", gzip.compress(b"[{oops", mtime=0), gzip.compress(b'{"a": 1}', mtime=0)])
 def test_bad_json_category_is_skipped_and_counted(small_root, payload):
     write_co3d([generate_clip("orbit", seed=9, num_frames=2, hw=(24, 32))], small_root, "other", sequence_names=["z"])
     (small_root / "cat" / "frame_annotations.jgz").write_bytes(payload)

@@ -370,16 +370,19 @@ def test_cli_extract(tmp_path, cli_env):
     args = ["extract", "--backbone", SPEC.name, "--dataset", str(tmp_path / "ds"), "--out", str(out),
             "--layers", "1,3", "--timesteps", "249,749", "--tiny", "--device", "cpu", "--quiet"]
     r = runner.invoke(app, args)
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 1, r.output  # a broken video was skipped: non-zero unless --allow-skips
+    assert r.output.strip().splitlines()[-1].startswith("1 videos skipped (1 x load error: DatasetError)")
     assert opened == [str(tmp_path / "ds")] and made == [{"tiny": True, "device": "cpu", "model_id": None}]
     assert "3 extracted" in r.output and "1 skipped" in r.output and "cat0/seq03: load error" in r.output
+    args.append("--allow-skips")
     s = FeatureStore(out)
     assert s.keys() == KEYS and len(s.videos(3, 749)) == 3
     assert s.settings["backbone_kwargs"] == {"tiny": True}  # device is not a feature-changing setting
     r = runner.invoke(app, args + ["--max-videos", "3"])  # sorted: seq00, seq03 (broken), seq01
     assert r.exit_code == 0 and "2 already present" in r.output and len(made) == 1
     # defaults: the backbone's reference layer and timestep
-    r = runner.invoke(app, ["extract", "-b", SPEC.name, "-d", "x", "-o", str(tmp_path / "f2"), "--tiny", "-q"])
+    r = runner.invoke(app, ["extract", "-b", SPEC.name, "-d", "x", "-o", str(tmp_path / "f2"), "--tiny", "-q",
+                            "--allow-skips"])
     assert r.exit_code == 0, r.output
     assert FeatureStore(tmp_path / "f2").keys() == [(3, 749)]
 
@@ -399,7 +402,7 @@ def test_cli_extract_errors(tmp_path, cli_env):
     r = runner.invoke(app, ["extract", "-b", "no-such-model", "-d", "x", "-o", str(tmp_path / "g")])
     assert r.exit_code != 0 and "unknown backbone" in r.output
     assert made == []
-    assert runner.invoke(app, base + ["--tiny"]).exit_code == 0
+    assert runner.invoke(app, base + ["--tiny", "--allow-skips"]).exit_code == 0
     r = runner.invoke(app, base + ["--tiny", "--dtype", "fp32"])
     assert r.exit_code == 2 and "dtype" in r.output and "Use another --out directory" in r.output
 

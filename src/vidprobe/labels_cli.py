@@ -26,6 +26,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import typer
 
+from vidprobe import skips_cli
+
 app = typer.Typer()
 
 log = logging.getLogger("vidprobe.label")
@@ -160,8 +162,16 @@ def label(
     max_videos: Optional[int] = typer.Option(None, "--max-videos", min=1, help="Only the first K videos (sorted ids)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Label again videos that already have a labels file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    allow_skips: bool = typer.Option(False, "--allow-skips", help=skips_cli.ALLOW_SKIPS_HELP),
 ) -> None:
-    """Write VGGT pseudo ground truth (points, depth, depth confidence, cameras) for every video of DATASET."""
+    """Write VGGT pseudo ground truth (points, depth, depth confidence, cameras) for every video of DATASET.
+
+    Broken videos are skipped and counted: the command then exits 1 unless --allow-skips.
+
+    Examples (the first with a tiny random VGGT: the real labeler's code path on the built-in data, noise labels):
+      vidprobe label data/synth --out data/synth_labels --tiny
+      vidprobe label /data/co3d_ref --out /data/co3d_labels --device cuda
+    """
     from vidprobe.data.base import DatasetError
     from vidprobe.data.open import open_dataset
 
@@ -184,5 +194,6 @@ def label(
     path = write_summary(out, summary, {"dataset": str(dataset), "labeler": labeler, "window": window, "meta": meta})
     typer.echo(summary.text())
     typer.echo(f"summary: {path}")
+    skips_cli.finish(summary.failed, allow_skips)
     if ids and not summary.labelled and not summary.skipped_existing:
         raise typer.Exit(1)

@@ -27,7 +27,12 @@ def check_backbone(
     offload: bool = typer.Option(False, help="keep the VAE on the CPU between uses"),
     start_tau: float = typer.Option(0.5, help="start the loop at this noise label"),
 ) -> None:
-    """Run a short denoising loop with a diffusion backbone and save a decoded frame next to the input."""
+    """Run a short denoising loop with a diffusion backbone and save a decoded frame next to the input.
+
+    Examples (the first checks the code path on a tiny random model, the second the real weights):
+      vidprobe check-backbone wan2.1-t2v-1.3b --tiny --out check_tiny.png
+      vidprobe check-backbone wan2.1-t2v-14b --device cuda
+    """
     import torch
 
     from vidprobe.backbones import registry

@@ -58,6 +58,8 @@ def backbones(
     Layers are 1-based block outputs; `-1` (the default "last") is the model's
     final output after its final norm. Extras name the pip extra to install
     (`pip install 'vidprobe\\[hf]'`).
+
+    Example:  vidprobe backbones --family dinov2 --verbose
     """
     rows = backbone_rows(family)
     if not rows:

@@ -21,7 +21,10 @@ def preview(
     points: int = typer.Option(200_000, "--points", min=1, help="Maximum number of points in the PLY."),
     cmap: str = typer.Option("turbo", "--cmap", help="Matplotlib colormap for depth."),
 ) -> None:
-    """Write a contact sheet (frames | coloured depth | valid mask per video) and a point cloud of the first video."""
+    """Write a contact sheet (frames | coloured depth | valid mask per video) and a point cloud of the first video.
+
+    Example:  vidprobe preview data/synth --out preview/
+    """
     from vidprobe.data.base import DatasetError
     from vidprobe.data.native import NativeDataset
     from vidprobe.data.preview import write_preview

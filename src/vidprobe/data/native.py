@@ -171,8 +171,10 @@ class NativeDataset(VideoDataset):
 
     name = "native"
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, labels_dir: str | Path | None = None):
         super().__init__(root)
+        #: ground truth from ``<labels_dir>/<video id>.safetensors`` (`vidprobe label`) instead of the video's own
+        self.labels_dir = Path(labels_dir) if labels_dir is not None else None
         self.info = read_dataset_json(self.root)
         self._videos: list[str] = list(self.info["videos"])
         self._splits: dict[str, list[str]] = {k: list(v) for k, v in self.info["splits"].items()}
@@ -241,11 +243,16 @@ class NativeDataset(VideoDataset):
             "video_id": video_id,
         }
         try:
-            return apply_labels(images, lab, meta=meta)
+            clip = apply_labels(images, lab, meta=meta)
         except DatasetError:
             raise
         except ValueError as e:  # ClipError: the message already names the field
             raise DatasetError(f"{lf.path}: {e}") from e
+        if self.labels_dir is not None:  # rows matched by frame id, images resized to the labels' size
+            from vidprobe.data.io import apply_labels_file
+
+            clip = apply_labels_file(clip, self.labels_dir / f"{video_id}.safetensors")
+        return clip
 
     def scan(self, split: str | None = None, deep: bool = False) -> ScanReport:
         """Check every video (labels header, every frame PNG present, first and last frame load; with ``deep``

@@ -46,7 +46,7 @@ def detect_format(path: str | Path) -> str:
 def open_dataset(path: str | Path, labels_dir: str | Path | None = None, **kw: Any) -> VideoDataset:
     """Open a dataset directory as a :class:`VideoDataset`, detecting its format.
 
-    ``labels_dir`` (CO3D, DL3DV) takes the ground truth from labels files;
+    ``labels_dir`` (any format) takes the ground truth from the labels files of `vidprobe label`;
     other keyword arguments go to the reader (:class:`~vidprobe.data.co3d.Co3dDataset`,
     :class:`~vidprobe.data.dl3dv.Dl3dvDataset`, :class:`~vidprobe.data.native.NativeDataset`).
     """
@@ -54,9 +54,7 @@ def open_dataset(path: str | Path, labels_dir: str | Path | None = None, **kw: A
     if fmt == "native":
         from vidprobe.data.native import NativeDataset
 
-        if labels_dir is not None:
-            raise DatasetError(f"{path}: a vidprobe-native dataset carries its own labels; labels_dir is not supported")
-        return NativeDataset(path, **kw)
+        return NativeDataset(path, labels_dir=labels_dir, **kw)
     if fmt == "co3d":
         from vidprobe.data.co3d import Co3dDataset
 

@@ -12,6 +12,8 @@ from typing import Optional
 
 import typer
 
+from vidprobe import skips_cli
+
 app = typer.Typer(
     help="Prepare a dataset for extraction and probing: render the built-in synthetic data "
     "or convert a downloaded benchmark into frames + ground-truth labels.",
@@ -39,6 +41,8 @@ def prepare_synthetic(
     """Render the built-in synthetic dataset (exact depth, points and cameras; no downloads).
 
     Writes OUT/dataset.json, OUT/<video>/frames/*.png and OUT/<video>/labels.safetensors.
+
+    Example:  vidprobe prepare synthetic data/synth --videos 8 --frames 33
     """
     from vidprobe.data.native import NativeDataset
     from vidprobe.data.synthetic import write_synthetic_dataset
@@ -69,10 +73,13 @@ def prepare_co3d(
     jpeg_quality: int = typer.Option(95, "--jpeg-quality", min=1, max=100),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo categories already present in DST."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    allow_skips: bool = typer.Option(False, "--allow-skips", help=skips_cli.ALLOW_SKIPS_HELP),
 ) -> None:
     """Crop CO3Dv2 sequences 16:9 around the union of object masks, reject truncated ones, resize, keep the first frames.
 
     Writes DST/<category>/... and DST/preprocess_report.json (kept, rejected with reasons, truncation, crops).
+    Sequences rejected by the rules (too short, truncated, no mask) are the protocol's; broken sequences and
+    categories whose annotations cannot be read are skipped and counted: exit 1 unless --allow-skips.
     """
     from vidprobe.data.base import DatasetError
     from vidprobe.data.co3d import preprocess_co3d
@@ -87,23 +94,32 @@ def prepare_co3d(
         raise typer.Exit(2) from e
     typer.echo(rep.summary())
     typer.echo(f"report: {Path(dst) / 'preprocess_report.json'}")
+    broken = {v: r for v, r in rep.rejected.items() if r.startswith("error:")}
+    broken.update({f"{c}/*": r for c, r in rep.skipped_categories.items() if not r.startswith("already in ")})
+    skips_cli.finish(broken, allow_skips, what="sequences")
 
 
 @app.command("check")
 def check(
     dataset: Path = typer.Argument(..., help="Any supported dataset root (vidprobe-native, CO3Dv2, DL3DV)."),
-    labels_dir: Optional[Path] = typer.Option(None, "--labels-dir", help="Ground truth from labels files (CO3D, DL3DV)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Labels directory (`vidprobe label`) to take the "
+                                          "ground truth from, as the config key 'labels' (any dataset format)."),
     split: Optional[str] = typer.Option(None, "--split", help="Only this split (train/test)."),
     deep: bool = typer.Option(False, "--deep", help="Read every frame, not only the first (or first and last), and "
                               "check that all frames of a video have one size."),
 ) -> None:
-    """Detect a dataset's format and check every video opens; print skipped videos with reasons and a count."""
+    """Detect a dataset's format and check every video opens; print skipped videos with reasons and a count.
+
+    Examples:
+      vidprobe prepare check data/synth --deep
+      vidprobe prepare check data/synth --labels data/synth_labels
+    """
     from vidprobe.data.base import DatasetError
     from vidprobe.data.open import detect_format, open_dataset
 
     try:
         fmt = detect_format(dataset)
-        ds = open_dataset(dataset, labels_dir=labels_dir)
+        ds = open_dataset(dataset, labels_dir=labels)
         rep = ds.scan(split, deep=deep)
     except DatasetError as e:
         typer.echo(f"error: {e}", err=True)

@@ -49,15 +49,19 @@ def consistency_scores(
     pairs: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    allow_data_mismatch: bool = False,
 ) -> dict[str, Any]:
     """Pooled correspondence metrics of a feature store on a dataset split, plus per-video values.
 
     ``pairs``: ordered view pairs per video (a fixed-seed subset; default all ``frames*(frames-1)``).
-    Videos of the split without features in the store are left out; a video that fails is skipped
-    and counted (``failed``). Returns ``{backbone, layer, timestep, videos, failed, metrics, per_video}``.
+    Videos of the split without features in the store are left out (``missing``, without ``max_videos``);
+    a video that fails is skipped and counted (``failed``). Features from other data than the dataset's
+    raise ``DataMismatchError`` unless ``allow_data_mismatch`` (:mod:`vidprobe.data.fingerprint`).
+    Returns ``{backbone, layer, timestep, videos, failed, missing, metrics, per_video}``.
     """
     from tqdm.auto import tqdm
 
+    from vidprobe.data.fingerprint import DataMismatchError, check_store_data
     from vidprobe.data.sampling import FrameSampler, stable_seed
     from vidprobe.metrics.correspondence import (
         FRAC_THRESHOLDS,
@@ -68,13 +72,16 @@ def consistency_scores(
     from vidprobe.probe.train import TrainConfig, open_inputs
 
     cfg = TrainConfig.from_dict({"features": str(features_dir), "dataset": str(dataset_path), "labels": labels,
-                                 "layer": -1 if layer is None else layer, "timestep": timestep})
+                                 "layer": layer, "timestep": timestep})
     store, dataset, layer_, ts = open_inputs(cfg)
     sampler = FrameSampler(num_frames=frames, max_frame=max_frame)
     have = set(store.videos(layer_, ts))
     vids = [v for v in dataset.videos(split) if v in have][: max_videos or None]
+    missing = [] if max_videos else [v for v in dataset.videos(split) if v not in have]
     if not vids:
         raise ValueError(f"no video of split {split!r} has features in {features_dir} for layer {layer_}, timestep {ts}")
+    check = check_store_data(dataset, vids, lambda v: store.header(v, layer_, ts).metadata, str(store.root),
+                             allow=allow_data_mismatch)
     per_video: dict[str, dict] = {}
     failed: dict[str, str] = {}
     errs, hits_diag, n_pairs = [], {f: [] for f in FRAC_THRESHOLDS}, 0
@@ -83,6 +90,7 @@ def consistency_scores(
             fr = sampler.eval_frames(vid, dataset.num_frames(vid), seed=seed)
             feats = store.read(vid, layer_, ts, fr).float()
             clip = dataset.load(vid, fr)
+            check.sample(vid, fr, clip)
             pts = clip.world_points()
             rng = random.Random(stable_seed("vidprobe.consistency", seed, vid))
             ve = []
@@ -94,6 +102,8 @@ def consistency_scores(
                     max_queries=max_queries, seed=seed + k,
                 )  # fmt: skip
                 ve.append(e.double().reshape(-1))
+        except DataMismatchError:
+            raise
         except Exception as ex:  # noqa: BLE001 - a broken video is skipped and counted
             failed[vid] = f"{type(ex).__name__}: {ex}"
             continue
@@ -117,7 +127,7 @@ def consistency_scores(
         agg[f"pck_{f:g}diag"] = float(torch.cat(hits_diag[f]).double().mean()) if n else nan
     agg.update(num_queries=float(n), num_pairs=float(n_pairs), videos=float(len(per_video)))
     return {"backbone": store.settings.get("backbone"), "layer": layer_, "timestep": ts, "split": split,
-            "videos": len(per_video), "failed": failed, "metrics": agg, "per_video": per_video}
+            "videos": len(per_video), "failed": failed, "missing": missing, "metrics": agg, "per_video": per_video}
 
 
 def record_consistency(

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import typer
 
+from vidprobe import skips_cli
+
 app = typer.Typer()
+
+#: the settings the shared run-input checks name (ConfigError.path) -> this command's flags
+FLAGS = {"features": "--features", "dataset": "--dataset", "labels": "--labels", "layer": "--layer",
+         "timestep": "--timestep"}
 
 
 @app.command()
@@ -26,17 +32,28 @@ def consistency(
     db: Path | None = typer.Option(None, help="Results DB to record the scores in (run kind 'consistency')."),
     out: Path | None = typer.Option(None, help="JSON file for the scores (aggregate and per video)."),
     progress: bool = typer.Option(True, help="Progress bar."),
+    allow_data_mismatch: bool = typer.Option(False, "--allow-data-mismatch", help="Use features whose recorded data "
+                                             "fingerprint (frame count, ids, size, content) differs from the dataset's "
+                                             "videos (warned about, not refused)."),
+    allow_skips: bool = typer.Option(False, "--allow-skips", help=skips_cli.ALLOW_SKIPS_HELP),
 ) -> None:
-    """Cross-view feature consistency: nearest-neighbour correspondence error of GT reprojections."""
+    """Cross-view feature consistency: nearest-neighbour correspondence error of GT reprojections.
+
+    Features from other data than the dataset's are refused unless --allow-data-mismatch; videos that fail
+    or have no features are skipped and counted (exit 1 unless --allow-skips).
+
+    Example:  vidprobe consistency -f feats/synth_dinov2 -d data/synth --db results.db
+    """
     from vidprobe.atomic import atomic_write_text
     from vidprobe.pipeline.consistency import consistency_scores, record_consistency
 
     opts = {"max_queries": max_queries, "max_videos": max_videos, "frames": frames, "max_frame": max_frame, "pairs": pairs}
     try:
         res = consistency_scores(features, dataset, layer, timestep, split, str(labels) if labels else None,
-                                 progress=progress, **opts)
+                                 progress=progress, allow_data_mismatch=allow_data_mismatch, **opts)
     except (ValueError, FileNotFoundError) as e:
-        typer.echo(f"error: {e}", err=True)
+        flag = FLAGS.get(getattr(e, "path", ""))  # a ConfigError of the checks shared with training: name our flag
+        typer.echo(f"error: {flag + ': ' if flag else ''}{e}", err=True)
         raise typer.Exit(2) from None
     failed = f", {len(res['failed'])} skipped" if res["failed"] else ""
     typer.echo(f"{res['backbone']} layer {res['layer']} timestep {res['timestep']}: {res['videos']} videos{failed}")
@@ -50,3 +67,6 @@ def consistency(
         rid = record_consistency(db, features, dataset, layer, timestep, split, str(labels) if labels else None,
                                  progress=False, result=res, **opts)
         typer.echo(f"recorded as run {rid} in {db}")
+    from vidprobe.probe.data import NO_FEATURES
+
+    skips_cli.finish({**dict.fromkeys(res.get("missing", []), NO_FEATURES), **res["failed"]}, allow_skips)

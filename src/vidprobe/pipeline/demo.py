@@ -62,6 +62,80 @@ def default_plan(quick: bool = False) -> DemoPlan:
     return DemoPlan(backbones=backbones)
 
 
+def stage_weights(plan: DemoPlan) -> dict[str, float]:
+    """Expected seconds of each stage on one busy core (rendering, then features / training / evaluation per
+    backbone, then the report): the shares behind the ETA of the overall progress line."""
+    w = {"data": 0.01 * plan.videos * plan.frames}
+    for name in plan.backbones:
+        w[f"{name}: features"] = 0.5 * plan.videos
+        w[f"{name}: training"] = 2.0 + 0.25 * plan.steps
+        w[f"{name}: evaluation"] = 3.0 + 0.1 * plan.videos
+    w["report"] = 5.0 + 1.5 * len(plan.backbones)
+    return w
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
+
+
+class StageClock:
+    """The overall progress of a run of stages: ``overall k/n, elapsed, ETA``, as plain text (fine without a TTY).
+
+    The ETA scales the expected seconds left (:func:`stage_weights`) by how long the stages run so far took against
+    what they were expected to take, so it adapts to the machine; a stage found already done (a resumed run) is
+    left out of that ratio. Before any stage has finished, the expected seconds themselves are the estimate.
+    """
+
+    def __init__(self, weights: dict[str, float], clock=time.monotonic):
+        self.weights, self.clock = dict(weights), clock
+        self.t0 = clock()
+        self.order = list(self.weights)
+        self.current: str | None = None
+        self.started = self.t0
+        self.spent = self.expected = 0.0  # over the measured stages finished
+        self.finished: set[str] = set()
+
+    def start(self, stage: str) -> str:
+        """Finish the current stage, start ``stage``; the progress text to print with it."""
+        self.finish()
+        self.current, self.started = stage, self.clock()
+        return self.text()
+
+    def finish(self, skipped: bool = False) -> None:
+        """End the current stage; ``skipped``: it found its work already done (left out of the ETA's ratio)."""
+        if self.current is None:
+            return
+        if not skipped:
+            self.spent += self.clock() - self.started
+            self.expected += self.weights.get(self.current, 0.0)
+        self.finished.add(self.current)
+        self.current = None
+
+    def skip_rest(self, prefix: str) -> None:
+        """End the current stage and leave out every stage not started yet whose name starts with ``prefix``
+        (a backbone that failed has no training or evaluation left)."""
+        self.finish()
+        self.finished |= {s for s in self.order if s.startswith(prefix)}
+
+    def text(self) -> str:
+        now = self.clock()
+        k = len(self.finished) + (self.current is not None)
+        rate = self.spent / self.expected if self.expected > 0 else 1.0  # seconds taken per second expected
+        left = rate * sum(w for s, w in self.weights.items() if s not in self.finished)
+        if self.current is not None:
+            left -= now - self.started  # the current stage has run this long already
+        return f"overall {k}/{len(self.order)}, {_clock(now - self.t0)} elapsed, ETA {_clock(max(0.0, left))}"
+
+
+def _complete(dataset_json: Path) -> bool:
+    """A finished rendering is there already (the data stage then only checks it)."""
+    try:
+        return bool(json.loads(dataset_json.read_text()).get("complete"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def run_demo(out: Path, plan: DemoPlan, progress: bool = True, echo=print) -> dict:
     """Run the study; returns a summary dict (also written to ``out/summary.json``)."""
     from vidprobe.atomic import atomic_write_text
@@ -77,8 +151,12 @@ def run_demo(out: Path, plan: DemoPlan, progress: bool = True, echo=print) -> di
     out.mkdir(parents=True, exist_ok=True)
     echo(f"[demo] {NOTICE}\n")
     data = out / "data"
-    echo(f"[demo] 1/4 synthetic benchmark: {plan.videos} videos x {plan.frames} frames at {plan.hw[0]}x{plan.hw[1]} -> {data}")
+    clock = StageClock(stage_weights(plan))
+    echo(f"[demo] 1/4 synthetic benchmark: {plan.videos} videos x {plan.frames} frames at {plan.hw[0]}x{plan.hw[1]} "
+         f"-> {data} | {clock.start('data')}")
+    rendered = _complete(data / "dataset.json")
     write_synthetic_dataset(data, plan.videos, num_frames=plan.frames, hw=plan.hw, seed=0, test_fraction=0.25, progress=progress)
+    clock.finish(skipped=bool(rendered))
 
     reg = registry()
     db_path = out / "results.db"
@@ -92,9 +170,11 @@ def run_demo(out: Path, plan: DemoPlan, progress: bool = True, echo=print) -> di
         feats = out / "features" / tag
         run_dir = out / "runs" / tag
         t_bb = time.time()
-        echo(f"[demo] 2/4 [{i}/{len(plan.backbones)}] {name}: features (layer {layer}, timestep {ts})")
+        echo(f"[demo] 2/4 [{i}/{len(plan.backbones)}] {name}: features (layer {layer}, timestep {ts}) | "
+             f"{clock.start(f'{name}: features')}")
         try:
             s = extract_dataset(name, data, feats, [layer], [ts], backbone_kwargs=kwargs, progress=progress)
+            clock.finish(skipped=not s.done)  # nothing extracted: the store was complete
             if s.skipped:
                 echo(f"[demo]   {len(s.skipped)} videos skipped: {s.skipped}")
             cfg = TrainConfig.from_dict(
@@ -120,23 +200,28 @@ def run_demo(out: Path, plan: DemoPlan, progress: bool = True, echo=print) -> di
             )
             last = find_checkpoint(run_dir, "last")
             done = last is not None and json.loads((last / "state.json").read_text())["step"] >= plan.steps
+            line = clock.start(f"{name}: training")
             if not done:
-                echo(f"[demo] 3/4 [{i}/{len(plan.backbones)}] {name}: training a tiny probe for {plan.steps} steps")
+                echo(f"[demo] 3/4 [{i}/{len(plan.backbones)}] {name}: training a tiny probe for {plan.steps} steps | {line}")
                 train(cfg, resume=last is not None, progress=progress)
+            clock.finish(skipped=done)
             with ResultsDB(db_path) as db:
                 already = db.find_run(kind="probe", name=tag, status="done")
+            clock.start(f"{name}: evaluation")
             if already is None:
                 res = evaluate_run(run_dir, which="last", db_path=db_path, save_clips=2, progress=progress, n_resamples=500)
                 metrics = res.metrics
             else:
                 metrics = json.loads((run_dir / "eval_last" / "metrics.json").read_text()).get("metrics", {})
+                clock.finish(skipped=True)
             summary["backbones"][name] = {k: metrics.get(k) for k in BENCHMARK_METRICS}
             summary.setdefault("seconds_per_backbone", {})[name] = round(time.time() - t_bb, 1)
         except Exception as e:  # noqa: BLE001 - one broken backbone must not end the study
             summary["failed"][name] = f"{type(e).__name__}: {e}"
+            clock.skip_rest(f"{name}: ")
             echo(f"[demo]   {name} FAILED: {type(e).__name__}: {e}")
 
-    echo("[demo] 4/4 report")
+    echo(f"[demo] 4/4 report | {clock.start('report')}")
     report_paths = write_demo_report(db_path, out / "report", echo=echo)
     summary["report"] = {k: str(v) for k, v in report_paths.items()}
     summary["seconds"] = round(time.time() - t_start, 1)

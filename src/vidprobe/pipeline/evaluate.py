@@ -37,7 +37,8 @@ Outputs (all written atomically) in ``RUN_DIR/eval_<which>/``:
   metrics, intervals, per-clip metrics, failed clips, the metric settings,
   the checkpoint and its step;
 * ``clips/<clip>.safetensors`` for the first ``save_clips`` clips: predicted
-  and GT points (plus the Sim(3)-aligned prediction), depth, confidences,
+  and GT points (plus the Sim(3)-aligned prediction and that Sim(3) as a 4x4
+  ``pred_sim3``, which the report's 3D viewer applies to the predicted cameras), depth, confidences,
   valid mask, extrinsics, intrinsics and the input images at the output size;
 * ``clips/<clip>_pred.ply`` / ``<clip>_gt.ply``: coloured point clouds.
 
@@ -53,7 +54,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from vidprobe.atomic import atomic_path, atomic_write_text
+from vidprobe.data.fingerprint import DataMismatchError
 from vidprobe.metrics.registry import EVAL_TABLE_METRICS, METRICS
 
 __all__ = ["CHECKPOINT_CHOICES", "TABLE_METRICS", "EvalError", "EvalResult", "evaluate_run", "format_table", "read_curves",
@@ -96,6 +97,7 @@ class EvalResult:
     metrics_file: Path | None = None
     saved_clips: list[Path] = field(default_factory=list)
     failed_clips: dict[str, list[str]] = field(default_factory=dict)  # clip -> families with a NaN/Inf prediction
+    skipped: dict[str, str] = field(default_factory=dict)  # video -> why it was left out (no features in the store)
 
 
 def run_compat(cfg) -> str:
@@ -164,7 +166,7 @@ def read_curves(run_dir: str | Path, names: tuple[str, ...] = ("loss", "eval_los
 
 
 def _save_clip(out_dir: Path, name: str, frames: list[int], pred: dict, tgt: dict, images: torch.Tensor,
-               aligned: torch.Tensor | None, pred_ext, pred_K, meta: dict) -> Path:
+               aligned: torch.Tensor | None, pred_ext, pred_K, meta: dict, sim=None) -> Path:
     """One clip's predictions and ground truth (safetensors) plus coloured PLY point clouds."""
     from vidprobe.data.ply import write_ply
 
@@ -185,6 +187,10 @@ def _save_clip(out_dir: Path, name: str, frames: list[int], pred: dict, tgt: dic
             t[f"pred_{k}"] = pred[k]
     if aligned is not None:
         t["pred_points_aligned"] = aligned
+    if sim is not None:  # x -> s R x + t as a 4x4 matrix: the metric's alignment, for the report's viewer
+        t["pred_sim3"] = torch.eye(4, dtype=torch.float64)
+        t["pred_sim3"][:3, :3] = sim.scale.double() * sim.rotation.double()
+        t["pred_sim3"][:3, 3] = sim.translation.double()
     if pred_ext is not None:
         t["pred_extrinsics"] = pred_ext
         t["pred_intrinsics"] = pred_K
@@ -193,8 +199,7 @@ def _save_clip(out_dir: Path, name: str, frames: list[int], pred: dict, tgt: dic
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
     path = clips_dir / f"{safe}.safetensors"
     with atomic_path(path, keep_suffix=True) as tmp:
-        save_file(t, str(tmp), metadata={k: json.dumps(v, default=str) for k, v in meta.items()})
-        os.chmod(tmp, 0o644)  # safetensors recreates the file as 0600
+        save_file(t, str(tmp), metadata={k: json.dumps(v, default=str) for k, v in meta.items()})  # 0600: atomic_path
     valid = tgt["valid"].bool().cpu()
     if valid.any():
         colors = (images.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).cpu()[valid]
@@ -239,7 +244,8 @@ def _check_options(which: str, compat: str | None, save_clips: int) -> None:
         raise EvalError(f"--save-clips must be >= 0, got {save_clips}")
 
 
-def _open(run_dir: Path, which: str, split: str | None, compat: str | None, device: str | None) -> _Opened:
+def _open(run_dir: Path, which: str, split: str | None, compat: str | None, device: str | None,
+          allow_data_mismatch: bool = False) -> _Opened:
     """Config, metric mode, split, checkpoint (+ its step), the loaded probe and the evaluation dataset."""
     from vidprobe.data.sampling import FrameSampler
     from vidprobe.probe.data import ProbeDataset
@@ -278,7 +284,10 @@ def _open(run_dir: Path, which: str, split: str | None, compat: str | None, devi
     out_hw = tuple(int(x) for x in info["out_hw"])
     sampler = FrameSampler(**asdict(cfg.sampler))
     try:
-        ds = ProbeDataset(store, layer, timestep, dataset, split, sampler, out_hw, seed=cfg.seed)
+        ds = ProbeDataset(store, layer, timestep, dataset, split, sampler, out_hw, seed=cfg.seed,
+                          allow_data_mismatch=allow_data_mismatch)
+    except DataMismatchError:
+        raise
     except ValueError as e:
         raise EvalError(str(e)) from None
     return _Opened(cfg, own_compat, compat, split, ckpt, state.get("step"), model, pcfg, dev, store, ds, layer, timestep,
@@ -325,16 +334,18 @@ def _score(run: _Opened, which: str, which_dir: Path, save_clips: int, progress:
             for b, s in enumerate(samples):
                 frames_of[s.video] = list(s.frames)
                 if len(saved) < save_clips:
-                    aligned = None
+                    aligned = sim = None
                     if "points" in pred:
-                        aligned = point_errors(pred["points"][b], tgt["points"][b], tgt["confidence"][b], tgt["valid"][b],
-                                               compat=compat).aligned
+                        pe = point_errors(pred["points"][b], tgt["points"][b], tgt["confidence"][b], tgt["valid"][b],
+                                          compat=compat)
+                        aligned, sim = pe.aligned, pe.sim3
                     meta = {"video": s.video, "frames": list(s.frames), "which": which, "step": run.step,
                             "split": run.split, "backbone": backbone, "out_hw": list(out_hw)}
                     saved.append(_save_clip(
                         which_dir, s.video, list(s.frames), {k: v[b] for k, v in pred.items()},
                         {k: v[b] for k, v in tgt.items()}, batch["gt"]["images"][b],
                         aligned, None if pred_ext is None else pred_ext[b], None if pred_K is None else pred_K[b], meta,
+                        sim=sim,
                     ))
             bar.update(len(samples))
     bar.close()
@@ -352,14 +363,19 @@ def evaluate_run(
     batch_size: int | None = None,
     device: str | None = None,
     n_resamples: int = 2000,
+    allow_data_mismatch: bool = False,
 ) -> EvalResult:
     """Evaluate the ``which`` (``last`` | ``best``) checkpoint of a run on ``split`` (default: the config's eval split).
 
     ``compat``: metric definitions, ``"clean"`` or ``"reference"`` (default: :func:`run_compat` of the run).
+    Features from other data than the dataset's raise ``DataMismatchError`` unless ``allow_data_mismatch``
+    (:mod:`vidprobe.data.fingerprint`); videos of the split without features are left out, listed in ``skipped``.
     """
+    from vidprobe.probe.data import NO_FEATURES
+
     run_dir = Path(run_dir)
     _check_options(which, compat, save_clips)
-    run = _open(run_dir, which, split, compat, device)
+    run = _open(run_dir, which, split, compat, device, allow_data_mismatch)
     cfg, split, compat = run.cfg, run.split, run.compat
     backbone = run.store.settings.get("backbone")
     which_dir = run_dir / f"eval_{which}"
@@ -406,7 +422,7 @@ def evaluate_run(
                          run.timestep, run.pcfg, metrics, cis, acc.per_clip(), acc.settings.to_dict(), failed, weights)
     return EvalResult(metrics=metrics, ci=ci, per_clip=per_clip, run_id=run_id, checkpoint=str(run.ckpt), which=which,
                       out_dir=which_dir, split=split, compat=compat, step=run.step, metrics_file=mfile,
-                      saved_clips=saved, failed_clips=failed)
+                      saved_clips=saved, failed_clips=failed, skipped=dict.fromkeys(run.ds.missing, NO_FEATURES))
 
 
 def _json_default(o):

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from vidprobe import skips_cli
+
 app = typer.Typer()
 
 
@@ -45,6 +47,10 @@ def evaluate(
     allow_failed_clips: bool = typer.Option(False, "--allow-failed-clips", help="Exit 0 even when some clips had "
                                             "NaN/Inf predictions (they are scored as failures either way)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    allow_data_mismatch: bool = typer.Option(False, "--allow-data-mismatch", help="Use features whose recorded data "
+                                             "fingerprint (frame count, ids, size, content) differs from the dataset's "
+                                             "videos (warned about, not refused)."),
+    allow_skips: bool = typer.Option(False, "--allow-skips", help=skips_cli.ALLOW_SKIPS_HELP),
 ) -> None:
     """Score a trained probe: point, depth and camera metrics with bootstrap 95% intervals.
 
@@ -52,9 +58,10 @@ def evaluate(
     for the first clips, optionally a row per metric in the results database, and prints the table
     (Point Err is raw; the published table shows it x10). A clip whose prediction has a NaN/Inf is a
     failed clip: it is scored (clean: +inf errors, 0 accuracies), counted, and the command exits 1
-    unless --allow-failed-clips.
+    unless --allow-failed-clips. Features from other data than the dataset's are refused unless
+    --allow-data-mismatch; videos of the split without features are left out (exit 1 unless --allow-skips).
 
-    Example:  vidprobe evaluate runs/probe --which both --db results.db
+    Example:  vidprobe evaluate runs/dinov2-small_Llast_Tnone --which both --db results.db
     """
     from vidprobe.features.store import FeatureStoreError
     from vidprobe.pipeline.evaluate import (
@@ -73,7 +80,8 @@ def evaluate(
     try:
         for k in kinds:
             results.append(evaluate_run(run_dir, which=k, split=split, compat=compat, db_path=db,
-                                        save_clips=save_clips, progress=progress))
+                                        save_clips=save_clips, progress=progress,
+                                        allow_data_mismatch=allow_data_mismatch))
     except (EvalError, FeatureStoreError, FileNotFoundError) as e:
         _fail(e)
     except ValueError as e:
@@ -85,5 +93,8 @@ def evaluate(
             typer.echo(f"warning: {w}: {len(clips)} clip(s) had NaN/Inf predictions and were scored as failures: "
                        + ", ".join(f"{c} ({'/'.join(f)})" for c, f in list(clips.items())[:10])
                        + (" ..." if len(clips) > 10 else ""), err=True)
-        if not allow_failed_clips:
-            raise typer.Exit(1)
+    skipped = {v: r for res in results for v, r in res.skipped.items()}
+    if skipped:  # the count line last
+        typer.echo(skips_cli.skip_line(skipped, allowed=allow_skips), err=True)
+    if (failed and not allow_failed_clips) or (skipped and not allow_skips):
+        raise typer.Exit(1)

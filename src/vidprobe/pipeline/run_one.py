@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 #: the ``train:`` section of a quick run: tiny probe, small outputs, a short schedule (CPU in minutes)
 QUICK_TRAIN: dict[str, Any] = {
-    "max_steps": 60, "epochs": 1000, "batch_size": 4, "out_hw": [32, 56],
+    "max_steps": 30, "epochs": 1000, "batch_size": 4, "out_hw": [32, 56],
     "optim": {"lr": 3.0e-3, "warmup_frac": 0.1},
 }
 

@@ -40,7 +40,7 @@ def run(
     controls: Optional[str] = typer.Option(None, help="Extra control backbones, e.g. pixels,oracle."),
     presets: Optional[str] = typer.Option(None, help="Probe presets (default: reference; tiny with --quick)."),
     seeds: Optional[str] = typer.Option(None, help="Training seeds, e.g. 1,2,3 (default: 42)."),
-    quick: bool = typer.Option(False, help="A first look on a CPU in minutes: tiny probe, 60 steps, 32x56 outputs. It "
+    quick: bool = typer.Option(False, help="A first look on a CPU in minutes: tiny probe, 30 steps, 32x56 outputs. It "
                                "tests the pipeline on your model; it is not a measurement."),
     labels: Optional[Path] = typer.Option(None, help="Labels directory from `vidprobe label` (pseudo ground truth)."),
     compat: str = typer.Option("clean", help="clean (new studies) or reference (the release's settings)."),

@@ -11,7 +11,6 @@ sample only reads bytes and stacks them.
 from __future__ import annotations
 
 import copy
-import pickle
 import random
 import traceback
 from collections.abc import Iterator
@@ -183,9 +182,10 @@ class _Failed:
     @classmethod
     def of(cls, e: Exception) -> _Failed:
         e.add_note("in a DataLoader worker:\n" + "".join(traceback.format_exception(e)).rstrip())
-        try:
-            pickle.loads(pickle.dumps(e))
-        except Exception:  # noqa: BLE001 - an exception that does not pickle travels as text
+        try:  # what unpickling it in the main process will do: call its type with its args (BaseException.__reduce__)
+            rebuild, args = e.__reduce__()[:2]
+            rebuild(*args)
+        except Exception:  # noqa: BLE001 - an exception that cannot be rebuilt travels as text
             e = RuntimeError(f"{type(e).__name__}: {e}")
         return cls(e)
 

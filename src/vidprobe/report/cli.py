@@ -33,6 +33,8 @@ def report(
     published numbers alongside where a backbone matches), heat maps, radar
     chart, training curves, per-clip histograms, consistency scatter, and
     point clouds with camera frusta (PNG in the page, GLB files beside it).
+
+    Example:  vidprobe report results.db --out report/
     """
     from vidprobe.report.html import write_report
     from vidprobe.results import ResultsDBError

@@ -32,7 +32,7 @@ What cannot run on meta, and what stands in for it (marked again where it happen
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -41,7 +41,7 @@ import torch
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 
-from vidprobe.backbones import aether, cogvideox, dinov2, dinov3, fast3r, vggt, vjepa, wan, wan22  # noqa: E402
+from vidprobe.backbones import aether, cogvideox, dinov2, dinov3, vggt, wan, wan22  # noqa: E402
 from vidprobe.backbones import hunyuanvideo as hv  # noqa: E402
 from vidprobe.backbones import ltxvideo as ltx  # noqa: E402
 from vidprobe.backbones import opensora as osr  # noqa: E402
@@ -49,7 +49,7 @@ from vidprobe.backbones import fullsize as fs  # noqa: E402
 from vidprobe.backbones.base import registry  # noqa: E402
 from vidprobe.backbones.diffusion import _cast  # noqa: E402
 from vidprobe.backbones.common import (  # noqa: E402
-    LAST, both_or_neither, resolve_dtype, resolve_layers, run_tapped, tokens_to_grid,
+    LAST, resolve_layers, run_tapped, tokens_to_grid,
 )
 from vidprobe.pipeline.sweep import load_sweep, plan_cells  # noqa: E402
 
@@ -157,57 +157,12 @@ def meta_video(T: int) -> torch.Tensor:
 
 
 # ------------------------------------------------------------- meta builds
-def _hw(spec, kw):
-    return both_or_neither(kw.get("height"), kw.get("width"), spec.name) or spec.input_hw
-
-
 def build_meta(name: str, kw: dict):
-    """The adapter of ``name`` around full-size meta modules, with the config kwargs that shape the pass (docstring)."""
-    spec = registry()[name][0]
-    dt = resolve_dtype(kw.get("dtype"), META)
-    if spec.family == "wan":
-        tr = _cast(fs.on_meta(diffusers.WanTransformer3DModel, **fs.fullsize(name, "transformer")), dt)
-        vae = fs.on_meta(diffusers.AutoencoderKLWan, **fs.fullsize(name, "vae"))  # the adapter's VAE runs in fp32
-        return wan.WanBackbone(spec, tr, vae, wan.make_scheduler(tiny=True), text(*fs.WAN21_TEXT), _hw(spec, kw), META,
-                               dt, vae_dtype=torch.float32, flow_schedule=kw.get("flow_schedule", "installed"),
-                               resize=TORCH_KERNEL)
-    if spec.family == "cogvideox":
-        tr = _cast(fs.on_meta(diffusers.CogVideoXTransformer3DModel, **fs.fullsize(name, "transformer")), dt)
-        vae = _cast(fs.on_meta(diffusers.AutoencoderKLCogVideoX, **fs.fullsize(name, "vae")), dt)
-        common = dict(resize=TORCH_KERNEL, autocast=False, condition_latent=kw.get("condition_latent", "mode"),
-                      vae_tiling=bool(kw.get("vae_tiling", False)))
-        args = (spec, tr, vae, cogvideox.tiny_scheduler(), text(*fs.COGVIDEOX_TEXT), _hw(spec, kw), META, dt)
-        if name == "aether":  # geometry "zeros": the reconstruction pass is off (see the module docstring)
-            return aether.AetherBackbone(*args, num_clips=kw.get("num_clips") or aether.NUM_CLIPS,
-                                         fps_factor=aether.BASE_FPS / aether.FPS, geometry="zeros", **common)
-        return cogvideox.CogVideoXBackbone(*args, num_clips=kw.get("num_clips") or cogvideox.VARIANTS[name]["clips"],
-                                           **common)
-    if spec.family == "opensora":
-        cfg = osr.MMDiTConfig()
-        vdt = torch.float32 if kw.get("vae_dtype") is None else resolve_dtype(kw["vae_dtype"], META)
-        vae = _cast(fs.on_meta(diffusers.AutoencoderKLHunyuanVideo), vdt)
-        vae = osr.configure_vae_tiling(vae, spatial=kw.get("vae_spatial_tiling", True),  # build()'s defaults
-                                       framewise=kw.get("vae_framewise", False))
-        return osr.OpenSoraBackbone(
-            spec, _cast(fs.on_meta(osr.OpenSoraMMDiT, config=cfg), dt), vae,
-            osr.OpenSoraFlowScheduler(dtype=kw.get("schedule_dtype", "fp32")),
-            text(osr.T5_MAX_LENGTH, cfg.context_in_dim),
-            _hw(spec, kw), META, dt, vae_dtype=vdt, pooled_embeds=torch.zeros(1, cfg.vec_in_dim), resize=TORCH_KERNEL,
-            latents=kw.get("latents", "mode"))
-    if spec.family == "vjepa":
-        model = fs.on_meta(vjepa.build_encoder, variant=name.removeprefix("vjepa-")).to(dt)
-        return vjepa.VJEPABackbone(spec, model, _hw(spec, kw), META, dt,
-                                   num_clips=kw.get("num_clips", vjepa.REFERENCE_CLIPS), resize=TORCH_KERNEL)
-    if spec.family == "dinov2":
-        config = transformers.Dinov2Config(**fs.fullsize(name, "config"))
-        model = fs.on_meta(transformers.Dinov2Model, config=config).to(dt)
-        return dinov2.DINOv2Backbone(spec, model, _hw(spec, kw), META, dt, batch_size=kw.get("batch_size", 8),
-                                     resize=TORCH_KERNEL)
-    if spec.family == "fast3r":
-        net = fs.on_meta(fast3r.Fast3RNet, cfg=replace(fast3r.FULL, **(kw.get("config_overrides") or {})))
-        return fast3r.Fast3RBackbone(spec, net, META, dt, None, height=kw.get("height"), width=kw.get("width"),
-                                     resize=TORCH_KERNEL)
-    raise AssertionError(f"no meta build for family {spec.family!r}")
+    """The adapter of ``name`` around full-size meta modules, built as the planner builds it
+    (:func:`vidprobe.pipeline.plan_meta.meta_backbone`, with the dtype resolved for the meta device)."""
+    from vidprobe.pipeline.plan_meta import meta_backbone
+
+    return meta_backbone(name, kw, device="meta")
 
 
 _BUILT: dict[tuple[str, str], object] = {}

@@ -7,7 +7,8 @@ no memory:
 
 * full-size models are built on meta from the hub architectures of :mod:`vidprobe.backbones.fullsize` (WAN,
   CogVideoX-5B-I2V, Aether, DINOv2-large) and the own implementations' full configs (Open-Sora 2.0, V-JEPA,
-  Fast3R), wrapped in the family's own adapter, as ``tests/test_fullsize_meta.py`` does;
+  Fast3R), wrapped in the family's own adapter (``tests/test_fullsize_meta.py`` checks these builds tap the
+  documented blocks);
 * ``tiny: true`` models are built by their registered factory on the CPU and moved to meta;
 * ``random-<arch>`` controls are their base architecture; ``pixels`` / ``oracle`` have no network.
 

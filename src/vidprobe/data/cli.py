@@ -11,6 +11,12 @@ import typer
 
 app = typer.Typer()
 
+#: ``--allow-data-mismatch`` of train, evaluate and consistency: the data fingerprint check of
+#: :mod:`vidprobe.data.fingerprint` warns instead of refusing
+ALLOW_DATA_MISMATCH = typer.Option(False, "--allow-data-mismatch", help="Use features whose recorded data fingerprint "
+                                   "(frame count, ids, size, content) differs from the dataset's videos (warned about, "
+                                   "not refused).")
+
 
 @app.command("preview")
 def preview(

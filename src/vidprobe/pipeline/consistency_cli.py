@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from vidprobe import skips_cli
+from vidprobe.data import cli as data_cli
 
 app = typer.Typer()
 
@@ -32,9 +33,7 @@ def consistency(
     db: Path | None = typer.Option(None, help="Results DB to record the scores in (run kind 'consistency')."),
     out: Path | None = typer.Option(None, help="JSON file for the scores (aggregate and per video)."),
     progress: bool = typer.Option(True, help="Progress bar."),
-    allow_data_mismatch: bool = typer.Option(False, "--allow-data-mismatch", help="Use features whose recorded data "
-                                             "fingerprint (frame count, ids, size, content) differs from the dataset's "
-                                             "videos (warned about, not refused)."),
+    allow_data_mismatch: bool = data_cli.ALLOW_DATA_MISMATCH,
     allow_skips: bool = typer.Option(False, "--allow-skips", help=skips_cli.ALLOW_SKIPS_HELP),
 ) -> None:
     """Cross-view feature consistency: nearest-neighbour correspondence error of GT reprojections.

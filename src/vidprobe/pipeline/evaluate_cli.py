@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from vidprobe import skips_cli
+from vidprobe.data import cli as data_cli
 
 app = typer.Typer()
 
@@ -47,9 +48,7 @@ def evaluate(
     allow_failed_clips: bool = typer.Option(False, "--allow-failed-clips", help="Exit 0 even when some clips had "
                                             "NaN/Inf predictions (they are scored as failures either way)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-    allow_data_mismatch: bool = typer.Option(False, "--allow-data-mismatch", help="Use features whose recorded data "
-                                             "fingerprint (frame count, ids, size, content) differs from the dataset's "
-                                             "videos (warned about, not refused)."),
+    allow_data_mismatch: bool = data_cli.ALLOW_DATA_MISMATCH,
     allow_skips: bool = typer.Option(False, "--allow-skips", help=skips_cli.ALLOW_SKIPS_HELP),
 ) -> None:
     """Score a trained probe: point, depth and camera metrics with bootstrap 95% intervals.

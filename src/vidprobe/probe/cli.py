@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from vidprobe import skips_cli
+from vidprobe.data import cli as data_cli
 
 app = typer.Typer()
 
@@ -79,9 +80,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint (exactly: same batches, "
                                 "same final weights as an uninterrupted run)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-    allow_data_mismatch: bool = typer.Option(False, "--allow-data-mismatch", help="Use features whose recorded data "
-                                             "fingerprint (frame count, ids, size, content) differs from the dataset's "
-                                             "videos (warned about, not refused)."),
+    allow_data_mismatch: bool = data_cli.ALLOW_DATA_MISMATCH,
     allow_skips: bool = typer.Option(False, "--allow-skips", help=skips_cli.ALLOW_SKIPS_HELP),
 ) -> None:
     """Train a probe on frozen features (a run directory with logs and checkpoints).

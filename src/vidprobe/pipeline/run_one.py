@@ -13,6 +13,7 @@ outputs): a first look that tests the pipeline on a new model, not a measurement
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -41,7 +42,7 @@ class RunRequest:
     quick: bool = False
     labels: str | None = None
     compat: str = "clean"
-    train: dict[str, Any] = field(default_factory=dict)  # overrides of the train section (dotted keys allowed)
+    overrides: list[str] = field(default_factory=list)  # ``key=value`` of the train section (``--set``, dotted keys)
 
 
 def label_of(name: str) -> str:
@@ -68,13 +69,13 @@ def sweep_config(req: RunRequest, sampler_frames: int | None = None) -> dict[str
         if req.control:
             entries.append({**base, "kwargs": {**req.kwargs, "random_init": True}, "label": random_label(name)})
     entries += [{"name": c} for c in req.controls]
+    from vidprobe.config import apply_overrides
     from vidprobe.probe.train_config import SamplerConfig
 
-    train: dict[str, Any] = dict(QUICK_TRAIN) if req.quick else {}
+    train: dict[str, Any] = copy.deepcopy(QUICK_TRAIN) if req.quick else {}  # overrides must not edit QUICK_TRAIN
     if sampler_frames is not None and sampler_frames < SamplerConfig().max_frame:
         train["sampler"] = {"max_frame": sampler_frames}  # short videos: sample within them
-    for key, value in req.train.items():
-        _set_dotted(train, key, value)
+    apply_overrides(train, req.overrides)
     cfg: dict[str, Any] = {
         "description": f"vidprobe run: {', '.join(req.backbones)}" + (" (quick)" if req.quick else ""),
         "dataset": req.dataset,
@@ -88,13 +89,6 @@ def sweep_config(req: RunRequest, sampler_frames: int | None = None) -> dict[str
     if req.labels:
         cfg["labels"] = req.labels
     return cfg
-
-
-def _set_dotted(d: dict, key: str, value: Any) -> None:
-    parts = key.split(".")
-    for p in parts[:-1]:
-        d = d.setdefault(p, {})
-    d[parts[-1]] = value
 
 
 def shortest_video(dataset: str) -> int | None:

@@ -61,8 +61,6 @@ def run(
 
         vidprobe run -b dinov2-small -a tiny=true -a height=56 -a width=98 -d data/synth -o runs/first --quick
     """
-    import yaml
-
     from vidprobe.features.cli import parse_backbone_args
     from vidprobe.pipeline.run_one import RunRequest
     from vidprobe.pipeline.run_one import run as run_all
@@ -72,17 +70,11 @@ def run(
         import torch
 
         torch.set_num_threads(threads)
-    train = {}
-    for item in set_:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
-        train[key.strip()] = yaml.safe_load(text)
     req = RunRequest(
         backbones=list(backbone), dataset=str(dataset), out=str(out), layers=_list(layers, int),
         timesteps=_list(timesteps, _number), kwargs=parse_backbone_args(backbone_arg or []), control=control,
         controls=_list(controls, str) or [], presets=_list(presets, str), seeds=_list(seeds, int), quick=quick,
-        labels=str(labels) if labels else None, compat=compat, train=train,
+        labels=str(labels) if labels else None, compat=compat, overrides=list(set_),
     )
     try:
         result = run_all(req, progress=progress, echo=typer.echo)

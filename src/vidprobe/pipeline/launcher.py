@@ -162,11 +162,11 @@ def _done_cells(cfg: dict, plans) -> set[str]:
 def extract_entry(cfg: dict, entry, layers, timesteps, poll_s: float = LOCK_POLL_S):
     """Extract one backbone entry of a sweep, as ``run_sweep`` does; wait for videos other jobs are extracting."""
     from vidprobe.features.extract import LOCKED, extract_dataset
-    from vidprobe.pipeline.sweep import PerFrame
+    from vidprobe.pipeline.sweep import entry_backbone
 
     ext = {k: v for k, v in (cfg.get("extract") or {}).items() if k != "num_frames"}
     feats = Path(cfg["out"]) / "features" / entry.features_key
-    bb = PerFrame(entry.name, entry.kwargs, entry.label) if entry.per_frame else entry.name
+    bb = entry_backbone(entry)
     while True:
         s = extract_dataset(bb, cfg["dataset"], feats, list(layers), list(timesteps), shard=(0, 1),
                             backbone_kwargs=entry.kwargs, num_frames=entry.num_frames, progress=False, **ext)

@@ -232,7 +232,8 @@ def find_done(db, cfg: dict, cell: Cell, h: str) -> dict | None:
 
 class Labelled:
     """A registered backbone recorded under another name (a grid entry's ``label``: the store manifest and the DB
-    then name it so, e.g. a model and its ``random_init`` twin). Built on the first call, like :class:`PerFrame`."""
+    then name it so, e.g. a model and its ``random_init`` twin). The inner backbone is built on the first call,
+    so a finished store never loads the model."""
 
     def __init__(self, name: str, kwargs: dict | None = None, label: str | None = None):
         from vidprobe.backbones.base import registry
@@ -240,42 +241,52 @@ class Labelled:
         base, self._factory = registry()[name]
         self._kwargs = dict(kwargs or {})
         self._inner = None
-        self.spec = replace(base, name=label or name)
+        self.spec = self._spec(base, name, label)
 
-    def extract(self, video, layers, timesteps=(None,), clip=None):
+    @staticmethod
+    def _spec(base, name: str, label: str | None):
+        return replace(base, name=label or name)
+
+    def inner(self):
         if self._inner is None:
             self._inner = self._factory(**self._kwargs)
-        return self._inner.extract(video, layers, timesteps, clip=clip)
+        return self._inner
+
+    def extract(self, video, layers, timesteps=(None,), clip=None):
+        return self.inner().extract(video, layers, timesteps, clip=clip)
 
 
-class PerFrame:
+def entry_backbone(e: BackboneEntry):
+    """What a grid entry extracts with: its registered name, or a wrapper recording it under its label (fed frame
+    by frame for ``per_frame``)."""
+    if e.per_frame:
+        return PerFrame(e.name, e.kwargs, e.label)
+    return Labelled(e.name, e.kwargs, e.label) if e.label != e.name else e.name
+
+
+class PerFrame(Labelled):
     """Wrap a backbone so that every frame is fed alone (a clip of length 1) instead of the whole video.
 
     The temporal-reasoning control: the same weights, with no other frame to attend to. Each frame
     costs one forward pass (and, for diffusion models, one VAE encoding and its own noise draw).
-    The inner backbone is built on the first call, so a finished store never loads the model.
+    Built on the first call, as :class:`Labelled`.
     """
 
-    def __init__(self, name: str, kwargs: dict | None = None, label: str | None = None):
-        from vidprobe.backbones.base import registry
-
-        base, self._factory = registry()[name]
-        self._kwargs = dict(kwargs or {})
-        self._inner = None
-        self.spec = replace(base, name=label or f"{name}+perframe", num_frames=None,
-                            frame_layout=f"per-frame (each frame fed alone to {name})",
-                            description=f"{name} fed one frame at a time. {base.description}")
+    @staticmethod
+    def _spec(base, name: str, label: str | None):
+        return replace(base, name=label or f"{name}+perframe", num_frames=None,
+                       frame_layout=f"per-frame (each frame fed alone to {name})",
+                       description=f"{name} fed one frame at a time. {base.description}")
 
     def extract(self, video, layers, timesteps=(None,), clip=None):
         import torch
 
         from vidprobe.backbones.base import FeatureSet
 
-        if self._inner is None:
-            self._inner = self._factory(**self._kwargs)
+        inner = self.inner()
         maps: dict = {}
         for t in range(video.shape[0]):
-            fs = self._inner.extract(video[t : t + 1], layers, timesteps, clip=None if clip is None else clip.select([t]))
+            fs = inner.extract(video[t : t + 1], layers, timesteps, clip=None if clip is None else clip.select([t]))
             n = int(fs.frame_index[0])
             for k, v in fs.maps.items():
                 maps.setdefault(k, []).append(v[n : n + 1])
@@ -334,8 +345,7 @@ def run_sweep(cfg: dict, dry_run: bool = False, progress: bool = True, echo: Cal
             ts = sorted({c.timestep for c, _, _ in todo}, key=lambda x: (x is None, x))
             echo(f"[sweep] {e.label}: extracting layers {layers} x timesteps {ts} in one pass per video -> {feats}")
             try:
-                bb = (PerFrame(e.name, e.kwargs, e.label) if e.per_frame
-                      else Labelled(e.name, e.kwargs, e.label) if e.label != e.name else e.name)
+                bb = entry_backbone(e)
                 es = extract_dataset(bb, cfg["dataset"], feats, layers, ts, backbone_kwargs=e.kwargs,
                                      num_frames=e.num_frames, progress=progress, **ext)
                 if es.skipped:
